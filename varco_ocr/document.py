@@ -1,0 +1,246 @@
+"""The document model: Document > Page > Block > Line > Word.
+
+Every exporter, the eval command and the training data builders read this one model. Boxes are
+``(x1, y1, x2, y2)`` in integer pixels of the *original* input page (for a PDF, the rendered page at
+``Page.dpi``), never of the upscaled image the model saw.
+
+JSON layout (schema ``varco_ocr/schemas/document.schema.json``): a page stores its words once, in
+reading order, and its lines and blocks as index lists into them, so the file has no duplication and
+``load(dump(doc)) == doc``. ``text`` fields are derived and written for the reader's convenience only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+SCHEMA_VERSION = "1.0"
+
+BBox = tuple[int, int, int, int]
+BBoxPt = tuple[float, float, float, float]
+
+
+def union_bbox(boxes: Iterable[Sequence[float]]) -> BBox:
+    """Smallest box holding all ``boxes`` (which must not be empty)."""
+    boxes = list(boxes)
+    if not boxes:
+        raise ValueError("union of no boxes")
+    return (
+        int(min(b[0] for b in boxes)),
+        int(min(b[1] for b in boxes)),
+        int(max(b[2] for b in boxes)),
+        int(max(b[3] for b in boxes)),
+    )
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    bbox: BBox
+    confidence: float | None = None
+    # For PDF inputs: the same box in PDF user-space points of the unrotated page (origin top-left
+    # of the MediaBox as pymupdf reports it), ready for a text layer or for matching PDF text.
+    bbox_pt: BBoxPt | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"text": self.text, "bbox": list(self.bbox), "confidence": self.confidence}
+        if self.bbox_pt is not None:
+            d["bbox_pt"] = list(self.bbox_pt)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Word":
+        pt = d.get("bbox_pt")
+        return cls(
+            text=str(d["text"]),
+            bbox=tuple(int(v) for v in d["bbox"]),  # type: ignore[arg-type]
+            confidence=None if d.get("confidence") is None else float(d["confidence"]),
+            bbox_pt=None if pt is None else tuple(float(v) for v in pt),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class Line:
+    words: tuple[Word, ...]
+
+    @property
+    def bbox(self) -> BBox:
+        return union_bbox(w.bbox for w in self.words)
+
+    @property
+    def text(self) -> str:
+        return join_words([w.text for w in self.words])
+
+
+@dataclass(frozen=True)
+class Block:
+    lines: tuple[Line, ...]
+
+    @property
+    def bbox(self) -> BBox:
+        return union_bbox(line.bbox for line in self.lines)
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for line in self.lines for w in line.words]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+
+@dataclass(frozen=True)
+class Page:
+    index: int  # 0-based page number in the source document
+    width: int  # pixels of the original (or rendered) page
+    height: int
+    blocks: tuple[Block, ...] = ()
+    truncated: bool = False  # generation hit the token limit or the loop guard cut it
+    raw: str | None = None  # the model's raw answer, kept on request (--keep-raw)
+    dpi: float | None = None  # render resolution for PDF pages; scan resolution when known
+    error: str | None = None  # set when this page could not be read or OCR'd
+
+    @property
+    def lines(self) -> list[Line]:
+        return [line for block in self.blocks for line in block.lines]
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for block in self.blocks for w in block.words]
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(block.text for block in self.blocks)
+
+    def to_dict(self) -> dict[str, Any]:
+        words: list[dict[str, Any]] = []
+        lines: list[dict[str, Any]] = []
+        blocks: list[dict[str, Any]] = []
+        for block in self.blocks:
+            line_ids = []
+            for line in block.lines:
+                word_ids = []
+                for w in line.words:
+                    word_ids.append(len(words))
+                    words.append(w.to_dict())
+                line_ids.append(len(lines))
+                lines.append({"text": line.text, "bbox": list(line.bbox), "word_ids": word_ids})
+            blocks.append({"bbox": list(block.bbox), "line_ids": line_ids})
+        d: dict[str, Any] = {
+            "index": self.index,
+            "width": self.width,
+            "height": self.height,
+            "dpi": self.dpi,
+            "truncated": self.truncated,
+            "text": self.text,
+            "words": words,
+            "lines": lines,
+            "blocks": blocks,
+        }
+        if self.raw is not None:
+            d["raw"] = self.raw
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Page":
+        words = [Word.from_dict(w) for w in d.get("words", [])]
+        lines = [Line(tuple(words[i] for i in line["word_ids"])) for line in d.get("lines", [])]
+        blocks = tuple(Block(tuple(lines[i] for i in b["line_ids"])) for b in d.get("blocks", []))
+        return cls(
+            index=int(d["index"]),
+            width=int(d["width"]),
+            height=int(d["height"]),
+            blocks=blocks,
+            truncated=bool(d.get("truncated", False)),
+            raw=d.get("raw"),
+            dpi=None if d.get("dpi") is None else float(d["dpi"]),
+            error=d.get("error"),
+        )
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str  # the input file's path as given
+    pages: tuple[Page, ...] = ()
+    model: str | None = None  # hub id or folder of the model that read it
+    metadata: dict[str, Any] = field(default_factory=dict, compare=True, hash=False)
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for p in self.pages for w in p.words]
+
+    @property
+    def text(self) -> str:
+        """Reading-order text, pages separated by form feeds."""
+        return "\f".join(p.text for p in self.pages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": SCHEMA_VERSION,
+            "source": self.source,
+            "model": self.model,
+            "metadata": self.metadata,
+            "pages": [p.to_dict() for p in self.pages],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Document":
+        version = str(d.get("version", ""))
+        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise ValueError(f"unsupported document schema version {version!r} (expected {SCHEMA_VERSION})")
+        return cls(
+            source=str(d.get("source", "")),
+            pages=tuple(Page.from_dict(p) for p in d.get("pages", [])),
+            model=d.get("model"),
+            metadata=dict(d.get("metadata") or {}),
+        )
+
+    def dumps(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+    @classmethod
+    def loads(cls, s: str) -> "Document":
+        return cls.from_dict(json.loads(s))
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_atomic(path, self.dumps())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Document":
+        return cls.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def join_words(texts: Sequence[str]) -> str:
+    """Join a line's words with single spaces.
+
+    The model emits one entry per word, so a space between entries is what separates words in
+    Korean too (Korean is written with spaces between eojeol); no space is ever added *inside* an
+    entry. Entries that are empty are skipped.
+    """
+    return " ".join(t for t in texts if t)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so an
+    interrupted write never leaves a partial file under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
