@@ -1,0 +1,1 @@
+"""Test and offline-trial helpers: `python -m varco_ocr.testing tiny-model OUT_DIR`."""

@@ -1,0 +1,26 @@
+"""`python -m varco_ocr.testing tiny-model OUT_DIR`: write a tiny random-weight VARCO-like model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m varco_ocr.testing")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tiny = sub.add_parser("tiny-model", help="write a tiny random-weight model folder (no network)")
+    tiny.add_argument("out_dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--hidden", type=int, default=32)
+    tiny.add_argument("--layers", type=int, default=2)
+    args = parser.parse_args(argv)
+    from varco_ocr.testing.tiny_model import write_tiny_model
+
+    out = write_tiny_model(args.out_dir, seed=args.seed, hidden=args.hidden, layers=args.layers)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

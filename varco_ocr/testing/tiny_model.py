@@ -1,0 +1,129 @@
+"""Build a tiny random-weight VARCO-VISION-2.0 look-alike, entirely offline.
+
+Same architecture family as the real checkpoints (LLaVA-OneVision: Qwen3 text model, SigLIP vision
+tower with 384 px tiles of patch 16, 2-layer MLP projector), same processor (AnyRes 6x6 grid,
+anyres_max_9), same special tokens and ChatML template; only the widths, depths and vocabulary are
+tiny, so loading and a short generation take well under a second on CPU. Tests and offline trials load
+it through the real `from_pretrained` path, exactly as they would load NCSOFT's weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from varco_ocr import model_spec
+
+# A small corpus so byte-level BPE learns some merges for Latin, digits and Hangul; the byte alphabet
+# makes every string encodable whatever the merges.
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog 0123456789 TOTAL SUBTOTAL CASH CHANGE VAT",
+    "영수증 합계 부가세 현금 카드 결제 서울특별시 마포구 백범로 감사합니다 주식회사 전화",
+    "Receipt Invoice Date Time Qty Price Amount Tel No. Apt Street Road www .com @ # % & * ( ) - + = / : ;",
+    "대한민국 한국어 문서 인식 텍스트 위치 계약 기간 보고서 요약 질문 답변",
+    "0.1 0.25 0.333 0.5 0.75 1.0 , . 1 2 3 4 5 6 7 8 9 0",
+]
+
+
+def build_tokenizer(vocab_size: int = 600):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [model_spec.END_OF_TEXT, model_spec.IM_START, model_spec.IM_END, *model_spec.SPECIAL_TOKENS, "<video>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=model_spec.IM_END,
+        pad_token=model_spec.END_OF_TEXT,
+        additional_special_tokens=[model_spec.IM_START, *model_spec.SPECIAL_TOKENS, "<video>"],
+    )
+    fast.padding_side = "left"
+    fast.chat_template = model_spec.CHAT_TEMPLATE
+    return fast
+
+
+def build_processor(tokenizer, max_grid: int = model_spec.DEFAULT_MAX_GRID):
+    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+
+    image_processor = LlavaOnevisionImageProcessor(
+        size={"height": model_spec.TILE_SIZE, "width": model_spec.TILE_SIZE},
+        image_grid_pinpoints=model_spec.grid_pinpoints(max_grid),
+    )
+    return LlavaOnevisionProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=(model_spec.TILE_SIZE // 16) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=model_spec.CHAT_TEMPLATE,
+        vision_aspect_ratio=model_spec.DEFAULT_ANYRES,
+    )
+
+
+def build_config(tokenizer, hidden: int = 32, layers: int = 2, max_grid: int = model_spec.DEFAULT_MAX_GRID):
+    from transformers import LlavaOnevisionConfig, Qwen3Config, SiglipVisionConfig
+
+    text = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids(model_spec.IM_END),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        image_size=model_spec.TILE_SIZE,
+        patch_size=16,
+        vision_use_head=False,
+    )
+    return LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(model_spec.IMAGE_TOKEN),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=model_spec.grid_pinpoints(max_grid),
+        vision_aspect_ratio=model_spec.DEFAULT_ANYRES,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        tie_word_embeddings=False,
+    )
+
+
+def write_tiny_model(out_dir: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """Write a loadable model folder (config, safetensors, tokenizer, processor) to ``out_dir``."""
+    import torch
+    from transformers import GenerationConfig, LlavaOnevisionForConditionalGeneration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer)
+    config = build_config(tokenizer, hidden=hidden, layers=layers)
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids(model_spec.IM_END), tokenizer.convert_tokens_to_ids(model_spec.END_OF_TEXT)],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
