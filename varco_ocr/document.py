@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 SCHEMA_VERSION = "1.0"
+
+_NUMBER_LIST = re.compile(r"\[(\s*-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*\s*)\]")
 
 BBox = tuple[int, int, int, int]
 BBoxPt = tuple[float, float, float, float]
@@ -202,7 +205,11 @@ class Document:
         )
 
     def dumps(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+        if indent is None:
+            return text
+        # Boxes and id lists on one line each: a page of words stays readable.
+        return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r"\s+", " ", m.group(1).strip()) + "]", text)
 
     @classmethod
     def loads(cls, s: str) -> "Document":

@@ -77,8 +77,8 @@ def configure_resolution(processor: Any, model_config: Any | None, max_grid: int
     """Set the tiling grid and pooling rule in both places that must agree (verified-facts): the image
     processor (and the processor's own aspect-ratio rule, used to count image tokens) and the model
     config, which the model uses to rebuild the tile grid from the features."""
-    size = processor.image_processor.size
-    tile = int(min(size.values())) if isinstance(size, dict) else int(size)
+    size = processor.image_processor.size  # a dict or transformers' SizeDict
+    tile = int(min(v for v in (getattr(size, "height", None), getattr(size, "width", None)) if v)) if not isinstance(size, dict) else int(min(size.values()))
     pins = grid_pinpoints(max_grid, tile)
     processor.image_processor.image_grid_pinpoints = pins
     processor.vision_aspect_ratio = anyres

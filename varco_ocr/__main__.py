@@ -1,0 +1,5 @@
+"""`python -m varco_ocr` is the `varco-ocr` command."""
+
+from varco_ocr.cli import main
+
+main()

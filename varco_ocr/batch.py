@@ -1,0 +1,590 @@
+"""The batch runner: many documents through one OCR backend, resumable, with bounded memory.
+
+Pipeline: a producer thread opens documents in order and renders / decodes their pages into a
+bounded queue; the main thread takes pages from the queue, from one document or several, in
+batches of ``batch_size`` for the backend's ``ocr_batch``, reassembles each document when its last
+page is back, writes its exports (each file to a temporary name, then renamed) and appends the
+outcome to a JSON-lines log in the output folder. Memory holds the queue's pages plus one batch,
+whatever the length of the documents.
+
+Resume: a document is skipped when the log's last record for it says ``done`` with the same options
+fingerprint (the options that change results, plus the source file's size and modification time)
+and every output for the requested formats exists. Failed and partial documents are never marked
+done, so they are retried on the next run. ``overwrite`` redoes everything.
+
+The backend is anything with ``ocr_batch(images, batch_size=..., indices=...) -> list[Page]``
+(``varco_ocr.engine.OCREngine`` or a server client).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from PIL import Image
+
+from varco_ocr.document import Document, Page
+from varco_ocr.errors import InputError, VarcoOCRError
+from varco_ocr.exporters import NEEDS_SOURCE, expected_outputs, write_exports
+from varco_ocr.inputs import (
+    DEFAULT_DPI,
+    PDF_SUFFIXES,
+    InputFile,
+    PageImage,
+    PageRanges,
+    attach_pdf_points,
+    collect_inputs,
+    count_pages,
+    open_document,
+)
+from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS
+
+LOG_NAME = "varco-ocr.log.jsonl"
+
+
+class OutputFolderError(VarcoOCRError):
+    """The output folder cannot be created or written to."""
+
+
+class OCRBackend(Protocol):
+    def ocr_batch(self, images: list[Image.Image], batch_size: int = ..., indices: Sequence[int] | None = ...) -> list[Page]: ...
+
+
+@dataclass
+class BatchOptions:
+    out_dir: Path | None = None  # None: documents are returned in the summary, nothing is written
+    formats: tuple[str, ...] = ("json",)
+    pages: PageRanges | None = None
+    dpi: float = DEFAULT_DPI
+    glob: str | None = None
+    password: str | None = None
+    overwrite: bool = False
+    batch_size: int = 4
+    prefetch: int | None = None  # pages rendered ahead of the model; default 2 x batch_size
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    model: str | None = None  # recorded in each Document; defaults to the backend's model_name
+    # Everything else that changes the OCR result (min_long_side, max_grid, max_new_tokens, keep_raw,
+    # ...): part of the fingerprint, so changing it redoes documents on resume.
+    settings: dict[str, Any] = field(default_factory=dict)
+    progress: str = "auto"  # "auto" (rich on a terminal, plain lines otherwise), "rich", "plain", "none"
+
+
+@dataclass
+class DocumentOutcome:
+    source: str
+    status: str  # "done" | "skipped" | "failed" | "partial" (some pages failed) | "interrupted"
+    pages: int = 0
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+    page_errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchSummary:
+    outcomes: list[DocumentOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. unsupported files skipped in folders
+    seconds: float = 0.0
+    interrupted: bool = False
+    documents: list[Document] = field(default_factory=list)  # only when no out_dir was given
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def pages(self) -> int:
+        return sum(o.pages for o in self.outcomes if o.status in ("done", "partial"))
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if any(o.status in ("failed", "partial") for o in self.outcomes) else 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Fingerprints and the log
+# ------------------------------------------------------------------------------------------------
+
+
+def options_fingerprint(path: Path, options: BatchOptions) -> str:
+    """Hash of what decides a document's result: its file (size, mtime) and the result-changing
+    options. The password and output formats are not part of it (formats are checked by file)."""
+    st = path.stat()
+    is_pdf = path.suffix.lower() in PDF_SUFFIXES
+    payload = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "pages": None if options.pages is None else str(options.pages),
+        "dpi": options.dpi if is_pdf else None,
+        "model": options.model,
+        "settings": options.settings,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunLog:
+    """The JSON-lines log: one record per document outcome (and one per run start/end)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOG_NAME
+
+    def last_records(self) -> dict[str, dict[str, Any]]:
+        """The last record of each source. Unparsable lines (a record cut by kill -9) are ignored."""
+        records: dict[str, dict[str, Any]] = {}
+        if not self.path.exists():
+            return records
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and "source" in rec:
+                    records[rec["source"]] = rec
+        return records
+
+    def append(self, record: dict[str, Any]) -> None:
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **record}
+        line = json.dumps(record, ensure_ascii=False)
+        with open(self.path, "a+b") as f:
+            # A run killed mid-write leaves a line without its newline: start on a fresh line.
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+            f.write(line.encode("utf-8") + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def is_complete(record: dict[str, Any] | None, fingerprint: str, formats: Sequence[str], out_dir: Path) -> bool:
+    """Whether a document's log record shows it done with these options, every output present."""
+    if not record or record.get("status") != "done" or record.get("fingerprint") != fingerprint:
+        return False
+    by_format: dict[str, list[str]] = record.get("outputs_by_format") or {}
+    for fmt in formats:
+        if fmt not in by_format:
+            return False
+        if not all((out_dir / rel).is_file() for rel in by_format[fmt]):
+            return False
+    return True
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Create ``out_dir`` and prove it writable, before any work; OutputFolderError otherwise."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".varco-ocr-write-test.", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputFolderError(f"output folder {out_dir} is not writable ({e.strerror or e})") from None
+
+
+def _remove_stale_temp_files(out_dir: Path, stems: Sequence[Path]) -> None:
+    """Temporary files a killed run left beside our outputs (``.NAME.xxxx.tmp``): never complete."""
+    for stem in stems:
+        folder = out_dir / stem.parent
+        if folder.is_dir():
+            for tmp in folder.glob(f".{stem.name}.*.tmp"):
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Producer: documents -> pages, ahead of the model
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _DocOpened:
+    doc_no: int
+    page_indices: list[int]
+
+
+@dataclass
+class _DocFailed:
+    doc_no: int
+    error: str
+
+
+@dataclass
+class _DocPage:
+    doc_no: int
+    page: PageImage
+
+
+@dataclass
+class _DocEnd:
+    doc_no: int
+
+
+_END = object()
+
+
+class _PageProducer(threading.Thread):
+    def __init__(self, files: Sequence[InputFile], options: BatchOptions, out: "queue.Queue[Any]") -> None:
+        super().__init__(name="varco-ocr-pages", daemon=True)
+        self.files = files
+        self.options = options
+        self.out = out
+        self.stop = threading.Event()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            for doc_no, f in enumerate(self.files):
+                if self.stop.is_set():
+                    return
+                try:
+                    doc = open_document(f.path, self.options.pages, self.options.dpi, self.options.password, self.options.max_pixels)
+                except InputError as e:
+                    if not self._put(_DocFailed(doc_no, str(e))):
+                        return
+                    continue
+                with doc:
+                    if not self._put(_DocOpened(doc_no, list(doc.page_indices))):
+                        return
+                    try:
+                        for page in doc.iter_pages():
+                            if not self._put(_DocPage(doc_no, page)):
+                                return
+                    except Exception as e:  # noqa: BLE001 - a decoder failing mid-document fails that document only
+                        if not self._put(_DocFailed(doc_no, f"{f.path}: {e}")):
+                            return
+                        continue
+                    if not self._put(_DocEnd(doc_no)):
+                        return
+        finally:
+            self._put(_END)
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress display
+# ------------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Rich progress bars on a terminal, plain log lines otherwise (or nothing)."""
+
+    def __init__(self, mode: str, total_docs: int, total_pages: int) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        if mode == "auto":
+            mode = "rich" if self.console.is_terminal else "plain"
+        self.mode = mode
+        self.total_docs, self.total_pages = total_docs, total_pages
+        self.docs_done = self.pages_done = 0
+        self.started = time.monotonic()
+        self._rich = None
+        if mode == "rich":
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._rich = Progress(
+                TextColumn("{task.description:<9}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._docs = self._rich.add_task("documents", total=total_docs, rate="")
+            self._pages = self._rich.add_task("pages", total=total_pages, rate="")
+            self._rich.start()
+
+    def _rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.pages_done / elapsed if elapsed > 0 else 0.0
+
+    def pages(self, n: int) -> None:
+        self.pages_done += n
+        if self._rich is not None:
+            self._rich.update(self._pages, advance=n, rate=f"{self._rate():.2f} pages/s")
+
+    def document(self, outcome: DocumentOutcome) -> None:
+        self.docs_done += 1
+        if self._rich is not None:
+            self._rich.update(self._docs, advance=1)
+            if outcome.status not in ("done", "skipped"):
+                self._rich.console.print(f"[red]{outcome.status}[/red] {outcome.source}: {outcome.error or '; '.join(outcome.page_errors)}")
+            return
+        if self.mode == "plain":
+            rate = self._rate()
+            left = self.total_pages - self.pages_done
+            eta = f"{left / rate:.0f} s" if rate > 0 and outcome.status != "skipped" else "-"
+            detail = outcome.error or "; ".join(outcome.page_errors) or f"{outcome.pages} pages, {outcome.seconds:.1f} s"
+            print(
+                f"[{self.docs_done}/{self.total_docs}] {outcome.status} {outcome.source}: {detail} "
+                f"({self.pages_done}/{self.total_pages} pages, {rate:.2f} pages/s, ETA {eta})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def note(self, text: str) -> None:
+        if self.mode != "none":
+            self.console.print(text, markup=False, highlight=False)
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+            self._rich = None
+
+    def summary(self, summary: BatchSummary) -> None:
+        if self.mode == "none":
+            return
+        from rich.table import Table
+
+        table = Table(title="varco-ocr batch" + (" (interrupted)" if summary.interrupted else ""))
+        for col in ("done", "skipped", "partial", "failed", "pages", "time", "pages/s"):
+            table.add_column(col, justify="right")
+        rate = summary.pages / summary.seconds if summary.seconds > 0 else 0.0
+        table.add_row(
+            *(str(summary.count(s)) for s in ("done", "skipped", "partial", "failed")),
+            str(summary.pages),
+            f"{summary.seconds:.1f} s",
+            f"{rate:.2f}",
+        )
+        self.console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _DocState:
+    file: InputFile
+    fingerprint: str | None
+    started: float
+    page_indices: list[int] | None = None
+    ended: bool = False
+    pages: dict[int, Page] = field(default_factory=dict)
+    error: str | None = None
+
+    def complete(self) -> bool:
+        if self.error is not None:
+            return True
+        return self.ended and self.page_indices is not None and all(i in self.pages for i in self.page_indices)
+
+
+def _ocr_pages(backend: OCRBackend, items: list[_DocPage]) -> list[Page]:
+    """OCR a batch; if the batch fails, retry page by page so one bad page fails alone."""
+    images = [it.page.image for it in items]
+    indices = [it.page.index for it in items]
+    try:
+        pages = backend.ocr_batch(images, batch_size=len(images), indices=indices)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # noqa: BLE001
+        if len(items) == 1:
+            raise
+        pages = []
+        for it in items:
+            try:
+                pages.extend(_ocr_pages(backend, [it]))
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001
+                pages.append(Page(index=it.page.index, width=0, height=0, dpi=it.page.dpi, error=f"page {it.page.index + 1}: OCR failed ({e})"))
+        return pages
+    return [
+        attach_pdf_points(replace(page, index=it.page.index, dpi=it.page.dpi if it.page.dpi else page.dpi), it.page.geometry)
+        for page, it in zip(pages, items)
+    ]
+
+
+def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> BatchSummary:
+    """OCR every document found in ``inputs`` (files and folders) with ``backend``.
+
+    Raises OutputFolderError before any work if the output folder is not writable. Ctrl-C stops
+    the run cleanly: finished documents stay finished, the summary says ``interrupted``.
+    """
+    started = time.monotonic()
+    summary = BatchSummary()
+    out_dir = Path(options.out_dir) if options.out_dir is not None else None
+    if out_dir is not None:
+        check_output_folder(out_dir)
+    model = options.model or getattr(backend, "model_name", None)
+    options = replace(options, model=model)
+
+    listing = collect_inputs([Path(p) for p in inputs], options.glob)
+    summary.notes.extend(f"skipped {s.path}: {s.reason}" for s in listing.skipped)
+    for missing in listing.missing:
+        summary.outcomes.append(DocumentOutcome(str(missing), "failed", error=f"{missing}: no such file or folder"))
+
+    log = RunLog(out_dir) if out_dir is not None else None
+    records = log.last_records() if log is not None else {}
+    todo: list[InputFile] = []
+    fingerprints: list[str | None] = []
+    for f in listing.files:
+        fp = options_fingerprint(f.path, options) if out_dir is not None else None
+        if out_dir is not None and not options.overwrite and is_complete(records.get(str(f.path)), fp or "", options.formats, out_dir):
+            summary.outcomes.append(DocumentOutcome(str(f.path), "skipped", pages=0))
+            continue
+        todo.append(f)
+        fingerprints.append(fp)
+    if out_dir is not None:
+        _remove_stale_temp_files(out_dir, [f.output_stem for f in todo])
+
+    total_pages = sum(count_pages(f.path, options.pages, options.password) for f in todo)
+    progress = _Progress(options.progress, len(todo), total_pages)
+    for note in summary.notes:
+        progress.note(note)
+    for o in summary.outcomes:
+        if o.status == "failed":
+            progress.note(f"failed {o.source}: {o.error}")
+
+    if log is not None:
+        log.append({"event": "run", "source": None, "formats": list(options.formats), "documents": len(todo), "skipped": summary.count("skipped")})
+
+    batch_size = max(1, options.batch_size)
+    pages_queue: queue.Queue[Any] = queue.Queue(maxsize=options.prefetch or 2 * batch_size)
+    producer = _PageProducer(todo, options, pages_queue)
+    states: dict[int, _DocState] = {}
+    pending: list[_DocPage] = []
+
+    def state(doc_no: int) -> _DocState:
+        if doc_no not in states:
+            states[doc_no] = _DocState(todo[doc_no], fingerprints[doc_no], time.monotonic())
+        return states[doc_no]
+
+    def finish_ready() -> None:
+        for doc_no in sorted(states):
+            st = states[doc_no]
+            if st.complete():
+                del states[doc_no]
+                outcome = _finish_document(st, options, out_dir, log, summary)
+                summary.outcomes.append(outcome)
+                progress.document(outcome)
+
+    def run_batch() -> None:
+        nonlocal pending
+        items, pending = pending, []
+        for it, page in zip(items, _ocr_pages(backend, items)):
+            state(it.doc_no).pages[it.page.index] = page
+        progress.pages(len(items))
+
+    producer.start()
+    try:
+        while True:
+            msg = pages_queue.get()
+            if msg is _END:
+                if pending:
+                    run_batch()
+                finish_ready()
+                break
+            if isinstance(msg, _DocOpened):
+                state(msg.doc_no).page_indices = msg.page_indices
+            elif isinstance(msg, _DocFailed):
+                state(msg.doc_no).error = msg.error
+            elif isinstance(msg, _DocEnd):
+                state(msg.doc_no).ended = True
+            elif isinstance(msg, _DocPage):
+                if msg.page.image is None:
+                    st = state(msg.doc_no)
+                    st.pages[msg.page.index] = Page(index=msg.page.index, width=0, height=0, dpi=msg.page.dpi, error=msg.page.error)
+                    progress.pages(1)
+                else:
+                    pending.append(msg)
+                    if len(pending) >= batch_size:
+                        run_batch()
+            finish_ready()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for st in states.values():
+            summary.outcomes.append(DocumentOutcome(str(st.file.path), "interrupted", pages=len(st.pages)))
+    finally:
+        producer.stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                pages_queue.get_nowait()
+            except queue.Empty:
+                producer.join(timeout=0.05)
+        progress.close()
+    summary.seconds = time.monotonic() - started
+    if log is not None:
+        log.append({"event": "run-end", "source": None, "interrupted": summary.interrupted, "done": summary.count("done"), "failed": summary.count("failed") + summary.count("partial")})
+    progress.summary(summary)
+    return summary
+
+
+def _finish_document(
+    st: _DocState, options: BatchOptions, out_dir: Path | None, log: RunLog | None, summary: BatchSummary
+) -> DocumentOutcome:
+    source = str(st.file.path)
+    seconds = time.monotonic() - st.started
+    if st.error is not None:
+        outcome = DocumentOutcome(source, "failed", error=st.error, seconds=seconds)
+        if log is not None:
+            log.append({"source": source, "status": "failed", "error": st.error, "fingerprint": st.fingerprint})
+        return outcome
+    pages = tuple(st.pages[i] for i in sorted(st.pages))
+    document = Document(
+        source=source,
+        pages=pages,
+        model=options.model,
+        metadata={k: v for k, v in {"dpi": options.dpi if st.file.path.suffix.lower() in PDF_SUFFIXES else None, "pages": None if options.pages is None else str(options.pages)}.items() if v is not None},
+    )
+    page_errors = [p.error for p in pages if p.error]
+    status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
+    outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors, seconds=seconds)
+    if out_dir is None:
+        summary.documents.append(document)
+        return outcome
+    try:
+        opts: dict[str, Any] = {"source": st.file.path, "password": options.password}
+        by_format: dict[str, list[str]] = {}
+        for fmt in options.formats:
+            if fmt in NEEDS_SOURCE and all(p.error for p in pages):
+                continue  # nothing readable to draw or embed
+            written = write_exports(document, out_dir, (fmt,), stem=st.file.output_stem, **opts)
+            by_format[fmt] = [p.relative_to(out_dir).as_posix() for p in written]
+        outcome.outputs = [p for paths in by_format.values() for p in paths]
+        expected = {p.relative_to(out_dir).as_posix() for p in expected_outputs(document, out_dir, st.file.output_stem, options.formats)}
+        missing = expected - set(outcome.outputs)
+        if missing and status == "done":
+            raise RuntimeError(f"outputs not written: {', '.join(sorted(missing))}")
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - an export failure fails this document, not the batch
+        outcome.status, outcome.error = "failed", f"{source}: export failed ({e})"
+    if log is not None:
+        log.append(
+            {
+                "source": source,
+                "status": outcome.status,
+                "fingerprint": st.fingerprint,
+                "pages": len(pages),
+                "page_errors": page_errors,
+                "error": outcome.error,
+                "outputs_by_format": by_format if outcome.error is None else {},
+                "seconds": round(seconds, 3),
+            }
+        )
+    return outcome

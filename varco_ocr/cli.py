@@ -1,0 +1,251 @@
+"""The `varco-ocr` command.
+
+`varco-ocr IMAGE...` means `varco-ocr ocr IMAGE...`. Every failure a user can cause (a bad file, a model
+that cannot be loaded, a bad option) ends in one line on stderr and a non-zero exit code, never a
+traceback: 1 when some input failed, 2 for usage errors and unloadable models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from varco_ocr import model_spec
+from varco_ocr.errors import VarcoOCRError
+from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LONG_SIDE
+
+app = typer.Typer(
+    name="varco-ocr",
+    help="OCR and document parsing with VARCO-VISION-2.0: every word with its box, in reading order.\n\n"
+    "varco-ocr IMAGE... is short for varco-ocr ocr IMAGE...",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_FAILED_INPUT = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> "typer.Exit":
+    typer.echo(f"varco-ocr: {message}", err=True)
+    return typer.Exit(code)
+
+
+# Options shared by every command that loads a model.
+ModelOpt = typer.Option(model_spec.DEFAULT_MODEL, "--model", "-m", help="Hub id or local model folder.")
+DeviceOpt = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")
+DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu), bf16, fp16, fp32.")
+MaxNewTokensOpt = typer.Option(8192, "--max-new-tokens", help="Token budget of one answer.")
+MinLongSideOpt = typer.Option(
+    DEFAULT_MIN_LONG_SIDE, "--min-long-side", help="Upscale so the longer side is at least this (0 disables)."
+)
+MaxGridOpt = typer.Option(model_spec.DEFAULT_MAX_GRID, "--max-grid", help="AnyRes grid: up to N x N tiles of 384 px.")
+MaxPixelsOpt = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images larger than this many pixels.")
+
+
+def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_long_side: int, max_grid: int,
+                max_pixels: int, keep_raw: bool = False):
+    """Build the engine or exit 2 with one line (weights missing, offline, not a VARCO model)."""
+    from varco_ocr.engine import OCREngine
+
+    try:
+        return OCREngine(
+            model=model,
+            device=device,
+            dtype=dtype,
+            max_new_tokens=max_new_tokens,
+            min_long_side=min_long_side,
+            max_grid=max_grid,
+            max_pixels=max_pixels or None,
+            keep_raw=keep_raw,
+        )
+    except (VarcoOCRError, ValueError) as e:
+        raise fail(str(e), EXIT_USAGE)
+
+
+def _emit(documents, as_json: bool, output: Optional[Path]) -> None:
+    """Print documents to stdout, or write one file per document into ``output``."""
+    if output is not None:
+        for doc in documents:
+            stem = Path(doc.source).stem or "document"
+            if as_json:
+                doc.save(output / f"{stem}.json")
+            else:
+                from varco_ocr.document import write_atomic
+
+                write_atomic(output / f"{stem}.txt", doc.text + "\n")
+        return
+    for i, doc in enumerate(documents):
+        if as_json:
+            typer.echo(doc.dumps(indent=2 if len(documents) == 1 else None))
+        else:
+            if len(documents) > 1:
+                typer.echo(f"==> {doc.source} <==")
+            typer.echo(doc.text)
+
+
+@app.command("ocr", help="Read every word with its box, in reading order.\n\n"
+             "Example: varco-ocr ocr receipt.png --json")
+def ocr_command(
+    inputs: List[Path] = typer.Argument(..., help="Image files.", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Write the document model as JSON instead of text."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for one output file per input."),
+    keep_raw: bool = typer.Option(False, "--keep-raw", help="Keep the model's raw answer in the JSON."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Pages per batched generate call."),
+    model: str = ModelOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    max_new_tokens: int = MaxNewTokensOpt,
+    min_long_side: int = MinLongSideOpt,
+    max_grid: int = MaxGridOpt,
+    max_pixels: int = MaxPixelsOpt,
+) -> None:
+    from varco_ocr.document import Document
+    from varco_ocr.preprocessing import load_image
+
+    if output is not None:
+        _check_output_dir(output)
+    images, sources, failed = [], [], 0
+    for path in inputs:
+        try:
+            images.append(load_image(path, max_pixels=max_pixels or None, name=str(path)))
+            sources.append(path)
+        except VarcoOCRError as e:
+            typer.echo(f"varco-ocr: {e}", err=True)
+            failed += 1
+    if images:
+        engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
+        pages = engine.ocr_batch(images, batch_size=batch_size)
+        docs = [Document(source=str(src), pages=(page,), model=engine.model_name) for src, page in zip(sources, pages)]
+        _emit(docs, as_json, output)
+    if failed:
+        raise typer.Exit(EXIT_FAILED_INPUT)
+
+
+def _check_output_dir(output: Path) -> None:
+    import os
+
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fail(f"{output}: cannot create output folder ({e.strerror or e})")
+    if not os.access(output, os.W_OK):
+        raise fail(f"{output}: output folder is not writable")
+
+
+@app.command("parse", help="Re-parse a saved raw model answer, no model needed.\n\n"
+             "Example: varco-ocr parse raw.txt --image receipt.png --json")
+def parse_command(
+    raw: Path = typer.Argument(..., help="Text file holding the model's answer ('-' for stdin)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="The original image (gives the pixel size)."),
+    size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT of the original image, instead of --image."),
+    as_json: bool = typer.Option(False, "--json", help="Write the document model as JSON instead of text."),
+    grounding: bool = typer.Option(False, "--grounding", help="The answer is a <gro> answer (phrases and boxes)."),
+) -> None:
+    from varco_ocr.document import Document, Word
+    from varco_ocr.layout import build_page
+    from varco_ocr.parsing import parse_grounding_answer, parse_ocr_answer, to_pixels
+
+    try:
+        text = sys.stdin.read() if str(raw) == "-" else raw.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise fail(f"{raw}: cannot read ({getattr(e, 'strerror', None) or e})", EXIT_FAILED_INPUT)
+    width, height = _original_size(image, size)
+    if grounding:
+        answer = parse_grounding_answer(text)
+        result = [
+            {"phrase": p.text, "bbox": list(to_pixels(b, width, height))} for p in answer.phrases for b in p.boxes
+        ]
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else "\n".join(
+            f"{r['phrase']}\t{' '.join(map(str, r['bbox']))}" for r in result))
+        return
+    answer = parse_ocr_answer(text)
+    words = [Word(text=w.text, bbox=to_pixels(w.box, width, height)) for w in answer.words]
+    page = build_page(words, index=0, width=width, height=height, truncated=answer.truncated)
+    doc = Document(source=str(image) if image else str(raw), pages=(page,))
+    _emit([doc], as_json, None)
+
+
+def _original_size(image: Optional[Path], size: Optional[str]) -> tuple[int, int]:
+    if size:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+            if w <= 0 or h <= 0:
+                raise ValueError
+            return w, h
+        except ValueError:
+            raise fail(f"--size must look like 1000x500, not {size!r}")
+    if image is None:
+        raise fail("give the original image (--image) or its size (--size WxH) to map boxes to pixels")
+    from varco_ocr.preprocessing import load_image
+
+    try:
+        # The size after EXIF orientation: the page as the model saw it.
+        return load_image(image, max_pixels=None).size
+    except VarcoOCRError as e:
+        raise fail(str(e), EXIT_FAILED_INPUT)
+
+
+@app.command("ground", help="Find a phrase in an image: boxes from the <gro> task.\n\n"
+             "Example: varco-ocr ground photo.jpg \"the red sign\"")
+def ground_command(
+    image: Path = typer.Argument(..., help="Image file."),
+    phrase: str = typer.Argument(..., help="What to look for."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+    model: str = typer.Option("NCSOFT/VARCO-VISION-2.0-1.7B", "--model", "-m", help="Hub id or local model folder."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Token budget of the answer."),
+    min_long_side: int = MinLongSideOpt,
+    max_grid: int = MaxGridOpt,
+    max_pixels: int = MaxPixelsOpt,
+) -> None:
+    from varco_ocr.preprocessing import load_image
+
+    if not phrase.strip():
+        raise fail("the phrase is empty")
+    try:
+        original = load_image(image, max_pixels=max_pixels or None, name=str(image))
+    except VarcoOCRError as e:
+        raise fail(str(e), EXIT_FAILED_INPUT)
+    engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels)
+    boxes, answer = engine.ground(original, phrase)
+    if as_json:
+        typer.echo(json.dumps({"phrase": phrase, "width": original.size[0], "height": original.size[1],
+                               "truncated": answer.truncated,
+                               "boxes": [{"phrase": b.phrase, "bbox": list(b.bbox)} for b in boxes]},
+                              ensure_ascii=False, indent=2))
+    else:
+        for b in boxes:
+            typer.echo(f"{b.phrase}\t{' '.join(map(str, b.bbox))}")
+
+
+def _default_to_ocr(argv: list[str]) -> list[str]:
+    """`varco-ocr IMAGE...` -> `varco-ocr ocr IMAGE...`; subcommands and --help pass through."""
+    if not argv:
+        return argv
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    first = argv[0]
+    if first in commands or first in ("--help", "-h", "--version"):
+        return argv
+    return ["ocr", *argv]
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--version":
+        from importlib.metadata import version
+
+        typer.echo(f"varco-ocr {version('varco-ocr')}")
+        return
+    try:
+        app(args=_default_to_ocr(args), prog_name="varco-ocr")
+    except KeyboardInterrupt:
+        typer.echo("varco-ocr: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,263 @@
+"""The local OCR engine: a VARCO-VISION-2.0 checkpoint run with transformers, exactly as the model card
+runs it (one user turn: the image, then ``<ocr>``; chat template with the generation prompt; greedy;
+decoded with special tokens kept, since the tags are special tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from PIL import Image
+
+from varco_ocr import model_spec
+from varco_ocr.document import Page, Word
+from varco_ocr.errors import ModelLoadError
+from varco_ocr.layout import build_page
+from varco_ocr.parsing import GroundingAnswer, NormBox, parse_grounding_answer, parse_ocr_answer, to_pixels
+from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LONG_SIDE, ImageSource, load_image, prepare_for_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 8192
+_END_TOKENS = (model_spec.IM_END, model_spec.END_OF_TEXT)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One decoded answer and what is known about how it ended."""
+
+    text: str
+    hit_token_limit: bool
+    looped: bool
+    confidences: tuple[float | None, ...] = ()  # per <char> entry, in order
+
+
+@dataclass(frozen=True)
+class GroundedBox:
+    phrase: str
+    bbox: tuple[int, int, int, int]  # pixels of the original image
+    box: NormBox  # normalised, as the model answered
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+                "fp32": torch.float32, "float32": torch.float32}[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r} (use auto, bf16, fp16 or fp32)") from None
+
+
+def pick_attention() -> str:
+    try:
+        import flash_attn  # noqa: F401
+
+        return "flash_attention_2"
+    except ImportError:
+        return "sdpa"
+
+
+def _load_error(model: str, err: BaseException) -> ModelLoadError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
+    return ModelLoadError(
+        f"cannot load model {model!r}: {reason[:200]}. "
+        + ("HF_HUB_OFFLINE is set, so only cached weights are used; " if offline else "")
+        + "pass --model PATH for a local model folder, or download the weights once and set HF_HUB_OFFLINE=1"
+    )
+
+
+class OCREngine:
+    """Load a VARCO-VISION-2.0 model once and OCR images with it.
+
+    >>> engine = OCREngine()                       # NCSOFT/VARCO-VISION-2.0-1.7B-OCR
+    >>> page = engine.ocr("receipt.png")           # Page: words in reading order, original pixels
+    >>> pages = engine.ocr_batch(images, batch_size=4)
+    """
+
+    def __init__(
+        self,
+        model: str = model_spec.DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        min_long_side: int = DEFAULT_MIN_LONG_SIDE,
+        max_grid: int = model_spec.DEFAULT_MAX_GRID,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        keep_raw: bool = False,
+        loop_guard: bool = True,
+        attn_implementation: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+        self.model_name = str(model)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.max_new_tokens = max_new_tokens
+        self.min_long_side = min_long_side
+        self.max_pixels = max_pixels
+        self.keep_raw = keep_raw
+        self.loop_guard = loop_guard
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.model_name)
+            self.model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+                self.model_name,
+                dtype=self.dtype,
+                attn_implementation=attn_implementation or pick_attention(),
+            )
+        except (OSError, ValueError, KeyError, ImportError) as e:
+            raise _load_error(self.model_name, e) from e
+        except Exception as e:  # hub client errors (offline, gated, timeouts) have their own classes
+            raise _load_error(self.model_name, e) from e
+        self.model.to(self.device).eval()
+        model_spec.configure_resolution(self.processor, self.model.config, max_grid)
+        tok = self.processor.tokenizer
+        tok.padding_side = "left"  # batched generation appends after the prompt
+        missing = [t for t in ("<char>", "</char>") if t not in tok.get_vocab()]
+        if missing:
+            raise ModelLoadError(f"{self.model_name!r} is not a VARCO-VISION-2.0 OCR model: its tokenizer lacks {', '.join(missing)}")
+        self._char_open = tok.convert_tokens_to_ids("<char>")
+        self._char_close = tok.convert_tokens_to_ids("</char>")
+        self._end_ids = {tok.convert_tokens_to_ids(t) for t in _END_TOKENS if t in tok.get_vocab()}
+        if tok.pad_token_id is not None:
+            self._end_ids.add(tok.pad_token_id)
+        self._torch = torch
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    def prompt(self, task_text: str, num_images: int = 1) -> str:
+        content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": task_text}]
+        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def generate(self, images: Sequence[Image.Image], task_text: str, max_new_tokens: int | None = None) -> list[Generation]:
+        """One greedy generation per (already prepared) image, batched with left padding."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        from varco_ocr.generation import ChosenTokenProbability, LoopGuard, word_confidences
+
+        torch = self._torch
+        max_new = max_new_tokens or self.max_new_tokens
+        prompt = self.prompt(task_text)
+        inputs = self.processor(
+            images=[[im] for im in images], text=[prompt] * len(images), padding=True, return_tensors="pt"
+        ).to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        prompt_len = inputs["input_ids"].shape[1]
+        recorder = ChosenTokenProbability()
+        stopping = StoppingCriteriaList()
+        guard = None
+        if self.loop_guard:
+            guard = LoopGuard(prompt_length=prompt_len)
+            stopping.append(guard)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new,
+                do_sample=False,
+                num_beams=1,
+                logits_processor=LogitsProcessorList([recorder]),
+                stopping_criteria=stopping,
+                pad_token_id=self.processor.tokenizer.pad_token_id,
+            )
+        generated = out[:, prompt_len:].cpu()
+        probs = recorder.probabilities()
+        results = []
+        for row in range(generated.shape[0]):
+            ids = generated[row].tolist()
+            # Cut at the first end-of-turn / padding token.
+            end = next((i for i, t in enumerate(ids) if t in self._end_ids), None)
+            ended = end is not None
+            ids = ids[:end] if ended else ids
+            looped = bool(guard is not None and guard.looped is not None and guard.looped[row])
+            text = self.processor.tokenizer.decode(ids, skip_special_tokens=False)
+            for t in _END_TOKENS:
+                text = text.replace(t, "")
+            row_probs = probs[row, : len(ids)].tolist() if probs.numel() else [None] * len(ids)
+            confs = word_confidences(ids, row_probs, self._char_open, self._char_close)
+            results.append(
+                Generation(text=text, hit_token_limit=not ended and not looped and len(ids) >= max_new, looped=looped, confidences=tuple(confs))
+            )
+        return results
+
+    # -- OCR -------------------------------------------------------------------------------------
+
+    def _load(self, image: ImageSource, name: str | None = None) -> Image.Image:
+        return load_image(image, max_pixels=self.max_pixels, name=name)
+
+    def page_from_generation(self, gen: Generation, *, width: int, height: int, index: int = 0, dpi: float | None = None) -> Page:
+        """Parse an answer and build the page in original-image pixels."""
+        answer = parse_ocr_answer(gen.text)
+        words = []
+        for pw in answer.words:
+            conf = gen.confidences[pw.entry] if pw.entry < len(gen.confidences) else None
+            words.append(Word(text=pw.text, bbox=to_pixels(pw.box, width, height), confidence=None if conf is None else round(conf, 4)))
+        return build_page(
+            words,
+            index=index,
+            width=width,
+            height=height,
+            truncated=answer.truncated or gen.hit_token_limit or gen.looped,
+            raw=gen.text if self.keep_raw else None,
+            dpi=dpi,
+        )
+
+    def ocr(self, image: ImageSource, index: int = 0) -> Page:
+        """OCR one image (a path, bytes, file object or PIL image)."""
+        return self.ocr_batch([image], batch_size=1, indices=[index])[0]
+
+    def ocr_batch(
+        self,
+        images: Sequence[ImageSource],
+        batch_size: int = 4,
+        indices: Sequence[int] | None = None,
+        dpis: Sequence[float | None] | None = None,
+    ) -> list[Page]:
+        """OCR many images with real batched generation; results equal one-by-one calls.
+
+        Images are sorted by size so each batch pads as little as possible, then put back in order.
+        """
+        loaded = [self._load(im) for im in images]
+        indices = list(indices) if indices is not None else [0] * len(loaded)
+        dpis = list(dpis) if dpis is not None else [None] * len(loaded)
+        prepared = [prepare_for_model(im, self.min_long_side) for im in loaded]
+        order = sorted(range(len(prepared)), key=lambda i: (prepared[i].size[0] * prepared[i].size[1], i))
+        pages: list[Page | None] = [None] * len(prepared)
+        for start in range(0, len(order), max(1, batch_size)):
+            chunk = order[start : start + max(1, batch_size)]
+            gens = self.generate([prepared[i] for i in chunk], model_spec.OCR_PROMPT)
+            for i, gen in zip(chunk, gens):
+                w, h = loaded[i].size
+                pages[i] = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
+        return [p for p in pages if p is not None]
+
+    def ground(self, image: ImageSource, phrase: str) -> tuple[list[GroundedBox], GroundingAnswer]:
+        """Boxes for ``phrase`` (the ``<gro>`` task), in original-image pixels."""
+        original = self._load(image)
+        gen = self.generate([prepare_for_model(original, self.min_long_side)], f"{model_spec.GROUNDING_PROMPT}\n{phrase}")[0]
+        answer = parse_grounding_answer(gen.text)
+        w, h = original.size
+        boxes = [GroundedBox(phrase=p.text, bbox=to_pixels(b, w, h), box=b) for p in answer.phrases for b in p.boxes]
+        return boxes, answer

@@ -1,0 +1,93 @@
+"""Helpers shared by the exporters: language tags, confidence scales, the software name, sources."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unicodedata
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from varco_ocr.document import Document
+
+SOFTWARE_NAME = "varco-ocr"
+
+
+def software_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("varco-ocr")
+    except Exception:  # noqa: BLE001 - not installed (running from a checkout)
+        return "0+unknown"
+
+
+def ocr_system(document: Document) -> str:
+    """``varco-ocr 0.1.0 (model NCSOFT/...)``: the software and the model that produced the text."""
+    model = f" (model {document.model})" if document.model else ""
+    return f"{SOFTWARE_NAME} {software_version()}{model}"
+
+
+def _script_language(ch: str) -> str | None:
+    """BCP 47 language tag suggested by a character's script, for the scripts VARCO reads. Latin
+    text is tagged English: the model card's OCR model reads Korean and English."""
+    code = ord(ch)
+    if 0xAC00 <= code <= 0xD7A3 or 0x1100 <= code <= 0x11FF or 0x3130 <= code <= 0x318F:
+        return "ko"
+    if 0x3040 <= code <= 0x30FF:
+        return "ja"
+    if 0x4E00 <= code <= 0x9FFF:
+        return "zh"
+    if ch.isalpha() and unicodedata.name(ch, "").startswith("LATIN"):
+        return "en"
+    return None
+
+
+def guess_language(texts: Iterable[str]) -> str | None:
+    """The language whose script has the most letters in ``texts``; Japanese or Korean win over
+    Chinese when kana or Hangul appear (Han characters are shared); None without letters."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        for ch in text:
+            lang = _script_language(ch)
+            if lang:
+                counts[lang] += 1
+    if not counts:
+        return None
+    if "zh" in counts and ("ko" in counts or "ja" in counts):
+        counts[("ko" if counts["ko"] >= counts["ja"] else "ja")] += counts.pop("zh")
+    return counts.most_common(1)[0][0]
+
+
+def resolve_source(document: Document, source: str | os.PathLike | None = None, base: Path | None = None) -> Path:
+    """The file the document was read from: ``source`` if given, else ``document.source`` as written
+    or relative to ``base`` (the folder of a saved JSON). Raises FileNotFoundError with a clear reason."""
+    candidates = [Path(source)] if source else [Path(document.source)]
+    if not source and base is not None and not Path(document.source).is_absolute():
+        candidates.append(base / document.source)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"source {candidates[0]} of the document not found (needed for page images)")
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that want a filename (pymupdf, Pillow); renamed
+    over ``path`` only when the block finishes, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

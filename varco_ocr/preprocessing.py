@@ -1,0 +1,116 @@
+"""Image loading and the model card's pre-processing.
+
+- EXIF orientation is applied, so boxes refer to the page as a person sees it.
+- Any mode becomes RGB; transparency is composited over white (a transparent PNG of black text would
+  otherwise become black on black).
+- The longer side is brought up to ``min_long_side`` (2304 by default) by the factor
+  ``min_long_side / max(w, h)``, sizes truncated with ``int()``, bicubic; never downscaled. The
+  processor then tiles the image (AnyRes, up to 6x6 tiles of 384 px).
+- Images over a pixel limit are refused before their pixels are decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from varco_ocr.errors import InputError
+
+DEFAULT_MIN_LONG_SIDE = 2304
+DEFAULT_MAX_PIXELS = 178_000_000  # about 2x Pillow's own bomb warning; a 600 dpi A0 scan still fits
+
+# Pillow's own decompression-bomb guard (a warning at 89 MP, an error at 178 MP, process-wide) is
+# replaced by the explicit, configurable limit of check_pixel_limit, applied before decoding.
+Image.MAX_IMAGE_PIXELS = None
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+
+def check_pixel_limit(width: int, height: int, max_pixels: int | None, name: str = "image") -> None:
+    if max_pixels and width * height > max_pixels:
+        raise InputError(
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(raise it with --max-pixels)"
+        )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB, compositing transparency over white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit greyscale (scanners, microscopy): Pillow's convert("L") clips instead of scaling.
+        arr = np.asarray(image, dtype=np.float64)
+        top = arr.max() if arr.size else 0.0
+        if mode == "F" and top <= 1.0:
+            arr = arr * 255.0
+        elif top > 255:
+            arr = arr * (255.0 / (65535.0 if top <= 65535 else top))
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Open an image file (first frame), apply EXIF orientation, convert to RGB.
+
+    Raises InputError with a one-line reason for missing, empty, truncated or non-image files.
+    """
+    if isinstance(source, Image.Image):
+        check_pixel_limit(*source.size, max_pixels, name or "image")
+        return to_rgb(ImageOps.exif_transpose(source))
+    label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "image")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"{label}: no such file")
+        if path.is_dir():
+            raise InputError(f"{label}: is a folder, not an image")
+        if path.stat().st_size == 0:
+            raise InputError(f"{label}: file is empty")
+    elif isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with Image.open(source) as im:
+            check_pixel_limit(*im.size, max_pixels, label)
+            im.load()
+            image = ImageOps.exif_transpose(im)
+            return to_rgb(image)
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError(f"{label}: not an image file Pillow can read") from None
+    except PermissionError:
+        raise InputError(f"{label}: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{label}: corrupt or truncated image ({e})") from None
+
+
+def upscaled_size(width: int, height: int, min_long_side: int = DEFAULT_MIN_LONG_SIDE) -> tuple[int, int]:
+    """The size the model card resizes to: up to ``min_long_side`` on the longer side, never down."""
+    long_side = max(width, height)
+    if min_long_side <= 0 or long_side >= min_long_side:
+        return width, height
+    scale = min_long_side / long_side
+    return int(width * scale), int(height * scale)
+
+
+def prepare_for_model(image: Image.Image, min_long_side: int = DEFAULT_MIN_LONG_SIDE) -> Image.Image:
+    """RGB image -> the image the model sees (upscaled by the model card's rule, bicubic)."""
+    image = to_rgb(image)
+    size = upscaled_size(*image.size, min_long_side)
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.BICUBIC)
