@@ -58,7 +58,8 @@ def guess_language(texts: Iterable[str]) -> str | None:
         return None
     if "zh" in counts and ("ko" in counts or "ja" in counts):
         counts[("ko" if counts["ko"] >= counts["ja"] else "ja")] += counts.pop("zh")
-    return counts.most_common(1)[0][0]
+    # On a tie, prefer the non-Latin script: a Korean page with as many English letters is Korean.
+    return max(counts, key=lambda lang: (counts[lang], lang != "en"))
 
 
 def resolve_source(document: Document, source: str | os.PathLike | None = None, base: Path | None = None) -> Path:

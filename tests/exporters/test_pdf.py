@@ -1,0 +1,168 @@
+"""Searchable PDF: the text layer reads back (pymupdf and poppler) as the document's words, in their
+boxes, Korean included; the original page appearance is untouched."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pymupdf
+import pytest
+from lxml import etree
+from PIL import Image
+
+from varco_ocr.document import Document, Page, Word
+from varco_ocr.exporters import write_exports
+from varco_ocr.exporters.pdf import FontMetrics, text_layer_operators, PlacedWord
+from varco_ocr.layout import build_page
+
+TOLERANCE_PT = 2.0
+
+
+def _expected_pages(doc: Document, out: Path) -> list[list[tuple[str, tuple[float, ...]]]]:
+    """Each page's words with their boxes in visible page points of the exported PDF."""
+    expected = []
+    with pymupdf.open(out) as pdf:
+        for page, out_page in zip(doc.pages, pdf):
+            sx, sy = out_page.rect.width / page.width, out_page.rect.height / page.height
+            expected.append([(w.text, (w.bbox[0] * sx, w.bbox[1] * sy, w.bbox[2] * sx, w.bbox[3] * sy)) for w in page.words])
+    return expected
+
+
+def _pymupdf_words(path: Path) -> list[list[tuple[str, tuple[float, ...]]]]:
+    pages = []
+    with pymupdf.open(path) as pdf:
+        for page in pdf:
+            words = []
+            for x1, y1, x2, y2, text, *_ in page.get_text("words", sort=False):
+                r = pymupdf.Rect(x1, y1, x2, y2) * page.rotation_matrix  # to the page as displayed
+                words.append((text, (r.x0, r.y0, r.x1, r.y1)))
+            pages.append(words)
+    return pages
+
+
+def _poppler_words(path: Path) -> list[list[tuple[str, tuple[float, ...]]]]:
+    xhtml = subprocess.run(["pdftotext", "-bbox", "-cropbox", str(path), "-"], check=True, capture_output=True).stdout
+    root = etree.fromstring(xhtml)
+    ns = "{http://www.w3.org/1999/xhtml}"
+    return [
+        [(w.text, tuple(float(w.get(k)) for k in ("xMin", "yMin", "xMax", "yMax"))) for w in page.iter(f"{ns}word")]
+        for page in root.iter(f"{ns}page")
+    ]
+
+
+def _assert_words_match(got, expected):
+    assert [[t for t, _ in p] for p in got] == [[t for t, _ in p] for p in expected]
+    for got_page, exp_page in zip(got, expected):
+        for (text, g), (_, e) in zip(got_page, exp_page):
+            assert g == pytest.approx(e, abs=TOLERANCE_PT), text
+
+
+def _render(path: Path, index: int, dpi: int = 50) -> np.ndarray:
+    with pymupdf.open(path) as pdf:
+        pix = pdf[index].get_pixmap(dpi=dpi)
+        return np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.width, pix.n).astype(int)
+
+
+needs_pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler's pdftotext not installed (apt-get install poppler-utils)")
+
+
+def test_pdf_input_keeps_pages_and_reads_back_with_pymupdf(tmp_path, scanned_pdf):
+    source, doc = scanned_pdf
+    (out,) = write_exports(doc, tmp_path / "out", ["pdf"], stem="book")
+    expected = _expected_pages(doc, out)
+    assert "세종대왕기념관" in [t for t, _ in expected[0]] and len(expected) == 3
+    _assert_words_match(_pymupdf_words(out), expected)
+    with pymupdf.open(out) as pdf, pymupdf.open(source) as src:
+        assert [p.rotation for p in pdf] == [p.rotation for p in src] == [0, 90, 0]
+        assert [tuple(p.cropbox) for p in pdf] == [tuple(p.cropbox) for p in src]
+        for page in pdf:
+            (font,) = [f for f in page.get_fonts() if f[4] == "VarcoOCRText"]
+            xref, ext, kind, basefont, _, encoding = font
+            # embedded (a font file, "ttf"), subset (the "ABCDEF+" tag), CID-keyed by glyph id
+            assert (ext, kind, encoding) == ("ttf", "Type0", "Identity-H")
+            assert basefont[6] == "+" and basefont.endswith("Droid Sans Fallback Regular")
+    assert out.stat().st_size < source.stat().st_size + 200_000  # the CJK font is subset, not 3.5 MB
+    for i in range(3):  # invisible: the pages look exactly as before
+        assert np.abs(_render(out, i) - _render(source, i)).max() == 0
+
+
+@needs_pdftotext
+def test_pdf_input_reads_back_with_poppler(tmp_path, scanned_pdf):
+    _, doc = scanned_pdf
+    (out,) = write_exports(doc, tmp_path / "out", ["pdf"], stem="book")
+    _assert_words_match(_poppler_words(out), _expected_pages(doc, out))
+    text = subprocess.run(["pdftotext", "-cropbox", str(out), "-"], check=True, capture_output=True, text=True).stdout
+    # Hangul comes out whole (no space between syllables), words separated by single spaces
+    assert "백범로 35 서강대학교 Apt 101" in text and "세종대왕기념관 opening hours 9-18" in text
+    assert "두 번째 쪽 second page" in text  # the rotated page reads upright
+
+
+@needs_pdftotext
+def test_image_input_becomes_an_image_page_with_text(tmp_path, text_png):
+    png, doc = text_png
+    (out,) = write_exports(doc, tmp_path / "out", ["pdf"])
+    with pymupdf.open(out) as pdf:
+        assert len(pdf) == 1
+        page = pdf[0]
+        assert (page.rect.width, page.rect.height) == pytest.approx((doc.pages[0].width * 72 / 150, doc.pages[0].height * 72 / 150))
+        (img,) = page.get_images()
+        assert (img[2], img[3]) == Image.open(png).size  # the image at its own resolution
+    expected = _expected_pages(doc, out)
+    _assert_words_match(_pymupdf_words(out), expected)
+    _assert_words_match(_poppler_words(out), expected)
+
+
+def test_selected_pages_only_and_unreadable_pages_kept_blank_of_text(tmp_path, scanned_pdf):
+    source, doc = scanned_pdf
+    bad = Page(index=1, width=0, height=0, error="page 2: broken")
+    partial = Document(source=doc.source, pages=(doc.pages[0], bad, doc.pages[2]), model=doc.model)
+    (out,) = write_exports(partial, tmp_path / "out", ["pdf"], stem="book")
+    words = _pymupdf_words(out)
+    assert len(words) == 3 and words[1] == [] and [t for t, _ in words[2]] == [w.text for w in doc.pages[2].words]
+    only_last = Document(source=doc.source, pages=(doc.pages[2],), model=doc.model)
+    (out2,) = write_exports(only_last, tmp_path, ["pdf"], stem="last")
+    assert np.abs(_render(out2, 0) - _render(source, 2)).max() == 0
+
+
+def test_multipage_tiff_pages_become_pdf_pages(tmp_path):
+    frames = [Image.new("RGB", (300, 200), (255, 255, 255)), Image.new("RGB", (400, 300), (240, 240, 240))]
+    tiff = tmp_path / "scan.tif"
+    frames[0].save(tiff, save_all=True, append_images=frames[1:])
+    pages = (
+        build_page([Word("첫째", (10, 10, 90, 40)), Word("page", (100, 10, 160, 40))], index=0, width=300, height=200),
+        build_page([Word("둘째", (20, 50, 120, 90))], index=1, width=400, height=300, dpi=200),
+    )
+    doc = Document(source=str(tiff), pages=pages)
+    (out,) = write_exports(doc, tmp_path, ["pdf"], stem="scan_out")
+    with pymupdf.open(out) as pdf:
+        assert [(round(p.rect.width, 2), round(p.rect.height, 2)) for p in pdf] == [(72.0, 48.0), (144.0, 108.0)]
+    _assert_words_match(_pymupdf_words(out), _expected_pages(doc, out))
+
+
+class _Mono:
+    """A font where every glyph is 0.5 em wide, ascender 0.8, descender -0.2 (hand-checkable)."""
+
+    ascender, descender = 0.8, -0.2
+
+    def glyph(self, ch: str) -> int:
+        return 0 if ch == "\u0000" else ord(ch)
+
+    def advance(self, ch: str) -> float:
+        return 0.5
+
+
+def test_text_layer_operators_fill_each_box_by_hand():
+    # word 1: box 10..60 x 100..120 -> size 20 / (0.8 + 0.2) = 20, natural width 2 * 0.5 * 20 = 20,
+    # so Tz = 100 * 50 / 20 = 250; baseline 120 - 0.2 * 20 = 116; page height 200 flips y: 200 - 116 = 84.
+    # gap 60..70 = 10 pt for a 10 pt space -> Tz 100.
+    ops = text_layer_operators(
+        [[PlacedWord("ab", (10, 100, 60, 120)), PlacedWord("c\u0000", (70, 100, 80, 110))]], _Mono(), (1, 0, 0, -1, 0, 200)
+    ).splitlines()
+    assert ops[:3] == ["q", "BT", "3 Tr"] and ops[-2:] == ["ET", "Q"]
+    assert ops[3] == "/VarcoOCRText 20 Tf 250 Tz 1 0 0 1 10 84 Tm <00610062> Tj"
+    assert ops[4] == "100 Tz <0020> Tj"
+    # word 2: size 10, the glyphless NUL dropped, natural 5 -> Tz 200, baseline 110 - 2 = 108 -> y 92
+    assert ops[5] == "/VarcoOCRText 10 Tf 200 Tz 1 0 0 1 70 92 Tm <0063> Tj"
