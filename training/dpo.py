@@ -1,0 +1,426 @@
+"""Stage 4: direct preference optimisation (sigmoid DPO, optionally + SFT on the chosen answers).
+
+Data: JSON lines, one preference pair per line::
+
+    {"images": ["page.png"], "prompt": [{"from": "human", "value": "<image>\\n<ocr>"}],
+     "chosen": "<char>TOTAL</char><bbox>...</bbox>", "rejected": "<char>T0TAL</char><bbox>...</bbox>"}
+
+``prompt`` is a conversation in the LLaVA style of ``training/data.py`` (or a plain string: one user turn)
+ending with a user turn; ``chosen``/``rejected`` are the two candidate assistant answers (a string, or a
+one-turn list). Image paths are relative to the JSON-lines file. Bad lines are reported as ``file:line``.
+
+Objective (TRL's ``DPOTrainer`` sigmoid loss, beta 0.1): with log-probabilities summed over the answer
+tokens (the final assistant turn, end-of-turn token included) for the policy (pc, pr) and the reference
+(rc, rr), ``loss = mean(-logsigmoid(beta * ((pc - rc) - (pr - rr))))``; rewards are ``beta * (p - r)``.
+``sft_weight`` adds ``sft_weight * (mean NLL per chosen answer token)`` (the paper's DPO+SFT variant).
+Log-probabilities come from ``training.losses.sequence_logprobs`` on the final hidden states, chunked over
+tokens and vocabulary, so the batch x length x 151,936 logits never exist.
+
+Reference model: ``LiveReference`` keeps a frozen copy (no grad) on a chosen device, CPU by default;
+``CachedReference`` (``--precompute-ref``) runs the initial model once over the data set before training
+and caches the log-probabilities in a file keyed by a fingerprint of the data, the model and the settings
+that change them, so a rerun reuses the cache and a changed input never does.
+
+``DPOObjective`` is one pluggable step: ``objective(model, batch) -> (loss, metrics)``; ``run_dpo`` drives
+it with the optimiser, schedule, checkpoints and FSDP helpers of ``training.train``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from training.data import (
+    IGNORE_INDEX,
+    BadSampleBudget,
+    Conversation,
+    ConversationEncoder,
+    DataError,
+    EncodedSample,
+    collate,
+    parse_record,
+)
+from training.losses import DEFAULT_TOKEN_CHUNK, DEFAULT_VOCAB_CHUNK, final_hidden_states, sequence_logprobs
+
+log = logging.getLogger("training.dpo")
+
+DEFAULT_BETA = 0.1
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    where: str  # "file:line"
+    chosen: Conversation  # prompt + chosen answer
+    rejected: Conversation  # prompt + rejected answer
+
+
+def _answer_text(value: Any, key: str, where: str) -> str:
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        turn = value[0]
+        role = turn.get("from", turn.get("role"))
+        if role not in ("gpt", "assistant"):
+            raise DataError(f"{where}: '{key}' must be an assistant turn, got role {role!r}")
+        value = turn.get("value", turn.get("content"))
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: '{key}' must be a non-empty answer string")
+    return value
+
+
+def parse_preference_record(record: Any, base_dir: Path, where: str, max_images: int = 12) -> PreferencePair:
+    """Validate one JSON record; raises DataError('file:line: reason')."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    for key in ("prompt", "chosen", "rejected"):
+        if key not in record:
+            raise DataError(f"{where}: missing '{key}'")
+    prompt = record["prompt"]
+    if isinstance(prompt, str):
+        prompt = [{"from": "human", "value": prompt}]
+    if not isinstance(prompt, list) or not prompt:
+        raise DataError(f"{where}: 'prompt' must be a non-empty list of turns or a string")
+    last = prompt[-1]
+    if not isinstance(last, dict) or last.get("from", last.get("role")) not in ("human", "user"):
+        raise DataError(f"{where}: 'prompt' must end with a user turn")
+    chosen = _answer_text(record["chosen"], "chosen", where)
+    rejected = _answer_text(record["rejected"], "rejected", where)
+    if chosen == rejected:
+        raise DataError(f"{where}: 'chosen' and 'rejected' are identical (nothing to prefer)")
+    images = record.get("images", record.get("image", []))
+
+    def conversation(answer: str) -> Conversation:
+        return parse_record(
+            {"images": images, "conversations": [*prompt, {"from": "gpt", "value": answer}]}, base_dir, where, max_images
+        )
+
+    return PreferencePair(where=where, chosen=conversation(chosen), rejected=conversation(rejected))
+
+
+def read_preference_pairs(paths: Sequence[str | Path], budget: BadSampleBudget, max_images: int = 12) -> list[PreferencePair]:
+    """Every valid pair of the JSON-lines files; bad lines and missing images are skipped via ``budget``."""
+    pairs: list[PreferencePair] = []
+    for path in map(Path, paths):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot open data file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            budget.total += 1
+            try:
+                pair = parse_preference_record(json.loads(line), path.parent, where, max_images)
+            except json.JSONDecodeError as exc:
+                budget.skip(where, f"invalid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            except DataError as exc:
+                budget.skip(where, str(exc).removeprefix(f"{where}: "))
+                continue
+            missing = [p for p in pair.chosen.images if not p.is_file()]
+            if missing:
+                budget.skip(where, f"image not found: {missing[0]}")
+                continue
+            pairs.append(pair)
+    budget.total_known = True
+    if budget.skipped:
+        budget.check()
+    if not pairs:
+        raise DataError(f"no usable preference pairs in {', '.join(str(p) for p in paths)}")
+    return pairs
+
+
+def final_answer_only(labels: torch.Tensor) -> torch.Tensor:
+    """Keep only the last contiguous run of labelled tokens (the final assistant answer and its
+    end-of-turn); earlier assistant turns of a multi-turn prompt are context, not the completion."""
+    scored = (labels != IGNORE_INDEX).nonzero().squeeze(-1)
+    if scored.numel() == 0:
+        return labels
+    end = int(scored[-1])
+    start = end
+    while start > 0 and labels[start - 1] != IGNORE_INDEX:
+        start -= 1
+    out = torch.full_like(labels, IGNORE_INDEX)
+    out[start : end + 1] = labels[start : end + 1]
+    return out
+
+
+@dataclass
+class EncodedPair:
+    index: int  # position in the data set (the reference cache's key)
+    where: str
+    chosen: EncodedSample
+    rejected: EncodedSample
+
+
+def encode_pair(encoder: ConversationEncoder, pair: PreferencePair, index: int) -> EncodedPair | None:
+    """Both sides encoded with the SFT encoder (same template, masks and overlong rule); None if either
+    side is skipped (bad image, overlong) so a pair is always used whole or not at all."""
+    chosen = encoder.encode(pair.chosen)
+    if chosen is None:
+        return None
+    rejected = encoder.encode(pair.rejected)
+    if rejected is None:
+        return None
+    for sample in (chosen, rejected):
+        sample.labels = final_answer_only(sample.labels)
+        if sample.num_target_tokens == 0:
+            log.warning("%s: no answer token left after truncation (pair dropped)", pair.where)
+            return None
+    return EncodedPair(index, pair.where, chosen, rejected)
+
+
+def collate_pairs(pairs: Sequence[EncodedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """One batch of 2P sequences, chosen answers first then rejected (one forward for both, as TRL's
+    concatenated forward), plus ``pair_index`` (P,) for the reference cache."""
+    batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_token_id)
+    batch["pair_index"] = torch.tensor([p.index for p in pairs], dtype=torch.long)
+    return batch
+
+
+# --- objective -----------------------------------------------------------------------------------
+
+_NOT_MODEL_INPUTS = ("labels", "pair_index")
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
+
+
+def answer_logprobs(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    chunk_size: int = DEFAULT_TOKEN_CHUNK,
+    vocab_chunk: int | None = DEFAULT_VOCAB_CHUNK,
+):
+    """Per-sequence summed log-probabilities of the labelled tokens, from hidden states (no logits)."""
+    hidden, weight = final_hidden_states(model, **model_inputs(batch))
+    labels = batch["labels"][:, 1:].to(hidden.device)
+    mask = labels != IGNORE_INDEX
+    return sequence_logprobs(hidden[:, :-1], weight, labels.clamp_min(0), mask, chunk_size, vocab_chunk)
+
+
+@dataclass(frozen=True)
+class DPOTerms:
+    losses: torch.Tensor  # (P,) per-pair sigmoid DPO loss
+    chosen_rewards: torch.Tensor  # (P,) beta * (pc - rc), detached
+    rejected_rewards: torch.Tensor  # (P,) beta * (pr - rr), detached
+
+
+def sigmoid_dpo(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = DEFAULT_BETA,
+) -> DPOTerms:
+    """TRL's sigmoid DPO: -logsigmoid(beta * ((pc - rc) - (pr - rr))) per pair."""
+    chosen_logratio = policy_chosen - ref_chosen
+    rejected_logratio = policy_rejected - ref_rejected
+    losses = -F.logsigmoid(beta * (chosen_logratio - rejected_logratio))
+    return DPOTerms(losses, (beta * chosen_logratio).detach(), (beta * rejected_logratio).detach())
+
+
+class DPOObjective:
+    """One DPO (+SFT) step's loss for a pair batch: ``objective(model, batch) -> (loss, metrics)``.
+
+    ``loss`` is the mean over the batch's pairs (the caller divides by its accumulation steps); metrics
+    are plain floats named as TRL logs them.
+    """
+
+    def __init__(self, reference, beta: float = DEFAULT_BETA, sft_weight: float = 0.0,
+                 chunk_size: int = DEFAULT_TOKEN_CHUNK, vocab_chunk: int | None = DEFAULT_VOCAB_CHUNK):
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        if sft_weight < 0:
+            raise ValueError(f"sft_weight must be >= 0, got {sft_weight}")
+        self.reference, self.beta, self.sft_weight = reference, beta, sft_weight
+        self.chunk_size, self.vocab_chunk = chunk_size, vocab_chunk
+
+    def __call__(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        pairs = batch["pair_index"].numel()
+        policy = answer_logprobs(model, batch, self.chunk_size, self.vocab_chunk)
+        ref_chosen, ref_rejected = self.reference.logprobs(batch)
+        device = policy.total.device
+        terms = sigmoid_dpo(policy.total[:pairs], policy.total[pairs:], ref_chosen.to(device), ref_rejected.to(device), self.beta)
+        loss = terms.losses.mean()
+        metrics = {
+            "loss/dpo": loss.item(),
+            "rewards/chosen": terms.chosen_rewards.mean().item(),
+            "rewards/rejected": terms.rejected_rewards.mean().item(),
+            "rewards/margins": (terms.chosen_rewards - terms.rejected_rewards).mean().item(),
+            "rewards/accuracies": (terms.chosen_rewards > terms.rejected_rewards).float().mean().item(),
+            "logps/chosen": policy.total[:pairs].detach().mean().item(),
+            "logps/rejected": policy.total[pairs:].detach().mean().item(),
+        }
+        if self.sft_weight > 0:
+            chosen_tokens = policy.n_tokens[:pairs].sum().clamp_min(1)
+            sft = -policy.total[:pairs].sum() / chosen_tokens
+            loss = loss + self.sft_weight * sft
+            metrics["loss/sft"] = sft.item()
+        metrics["loss"] = loss.item()
+        return loss, metrics
+
+
+# --- reference model -----------------------------------------------------------------------------
+
+
+class LiveReference:
+    """A frozen copy of the initial policy, evaluated under no-grad on ``device`` (CPU by default, so it
+    costs host memory, not accelerator memory)."""
+
+    def __init__(self, model: Any, device: str | torch.device = "cpu",
+                 chunk_size: int = DEFAULT_TOKEN_CHUNK, vocab_chunk: int | None = DEFAULT_VOCAB_CHUNK):
+        self.model = copy.deepcopy(model).to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = torch.device(device)
+        self.chunk_size, self.vocab_chunk = chunk_size, vocab_chunk
+
+    @torch.no_grad()
+    def logprobs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        local = {k: v.to(self.device) for k, v in batch.items()}
+        pairs = batch["pair_index"].numel()
+        total = answer_logprobs(self.model, local, self.chunk_size, self.vocab_chunk).total
+        return total[:pairs], total[pairs:]
+
+
+class CachedReference:
+    """Reference log-probabilities looked up by pair index (NaN marks pairs that were never encodable)."""
+
+    def __init__(self, chosen: torch.Tensor, rejected: torch.Tensor):
+        self.chosen, self.rejected = chosen, rejected
+
+    def logprobs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = batch["pair_index"].cpu()
+        chosen, rejected = self.chosen[index], self.rejected[index]
+        if torch.isnan(chosen).any() or torch.isnan(rejected).any():
+            raise RuntimeError(f"reference cache has no value for pairs {index.tolist()}: cache and data disagree")
+        return chosen, rejected
+
+
+def _sampled_digest(path: Path, blocks: int = 16, block_size: int = 1 << 16) -> str:
+    """sha256 of a file's size and ``blocks`` evenly spaced 64 KiB blocks: reads ~1 MiB of a multi-GB
+    weight shard, yet any retrained checkpoint differs in every block."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        if size <= blocks * block_size:
+            digest.update(handle.read())
+        else:
+            for i in range(blocks):
+                handle.seek((size - block_size) * i // (blocks - 1))
+                digest.update(handle.read(block_size))
+    return digest.hexdigest()
+
+
+def reference_fingerprint(model_dir: str | Path, data_paths: Sequence[str | Path], pairs: Sequence[PreferencePair],
+                          settings: dict[str, Any]) -> str:
+    """Fingerprint of what the reference log-probabilities depend on: the model folder's config and
+    weight files, the data files and the images they name, and the encoding settings."""
+    digest = hashlib.sha256(b"varco-dpo-reference-v1")
+    model_dir = Path(model_dir)
+    for path in sorted(model_dir.iterdir()):
+        if path.suffix in (".safetensors", ".json", ".jinja", ".model", ".txt") and path.is_file():
+            digest.update(path.name.encode())
+            digest.update(_sampled_digest(path).encode())
+    for path in data_paths:
+        digest.update(hashlib.sha256(Path(path).read_bytes()).hexdigest().encode())
+    for image in sorted({str(p) for pair in pairs for p in pair.chosen.images}):
+        digest.update(image.encode())
+        digest.update(_sampled_digest(Path(image)).encode())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def compute_reference_logprobs(model: Any, encoded_pair_at, n_pairs: int, pad_token_id: int,
+                               chunk_size: int = DEFAULT_TOKEN_CHUNK, vocab_chunk: int | None = DEFAULT_VOCAB_CHUNK,
+                               device: str | torch.device = "cpu") -> CachedReference:
+    """Run ``model`` once over every pair (``encoded_pair_at(i) -> EncodedPair | None``), one pair per
+    forward; under torch.distributed rank r takes pairs r, r+w, ... and the results are summed across ranks."""
+    rank, world = _distributed()
+    chosen = torch.full((n_pairs,), float("nan"), dtype=torch.float64)
+    rejected = torch.full((n_pairs,), float("nan"), dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    for i in range(rank, n_pairs, world):
+        pair = encoded_pair_at(i)
+        if pair is None:
+            continue
+        batch = {k: v.to(device) for k, v in collate_pairs([pair], pad_token_id).items()}
+        total = answer_logprobs(model, batch, chunk_size, vocab_chunk).total
+        chosen[i], rejected[i] = float(total[0]), float(total[1])
+    model.train(was_training)
+    if world > 1:
+        # NaN-free sum: each pair was computed by exactly one rank; the others contribute zeros.
+        for values in (chosen, rejected):
+            mine = torch.nan_to_num(values, nan=0.0)
+            seen = (~torch.isnan(values)).double()
+            torch.distributed.all_reduce(mine)
+            torch.distributed.all_reduce(seen)
+            values.copy_(torch.where(seen > 0, mine, torch.full_like(mine, float("nan"))))
+    return CachedReference(chosen.float(), rejected.float())
+
+
+def load_or_compute_reference_cache(cache_path: Path, fingerprint: str, compute) -> CachedReference:
+    """Reuse ``cache_path`` when it holds ``fingerprint``; otherwise ``compute()`` and write it atomically."""
+    if cache_path.is_file():
+        try:
+            saved = torch.load(cache_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file: recompute rather than trust it
+            log.warning("%s: unreadable reference cache (%s); recomputing", cache_path, exc)
+            saved = None
+        if saved is not None and saved.get("fingerprint") == fingerprint:
+            log.info("%s: reusing reference log-probabilities", cache_path)
+            return CachedReference(saved["chosen"], saved["rejected"])
+        if saved is not None:
+            log.info("%s: fingerprint changed (data, model or settings differ); recomputing", cache_path)
+    reference = compute()
+    rank, _ = _distributed()
+    if rank == 0:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+        torch.save({"fingerprint": fingerprint, "chosen": reference.chosen, "rejected": reference.rejected}, tmp)
+        os.replace(tmp, cache_path)
+    return reference
+
+
+# --- Liger (CUDA) --------------------------------------------------------------------------------
+
+
+def liger_dpo_loss(policy_hidden, policy_weight, ref_hidden, ref_weight, labels, beta: float = DEFAULT_BETA):
+    """Liger's fused DPO loss over a concatenated (chosen; rejected) batch of aligned hidden states and
+    labels. It projects one pair's full (length x vocab) logits per chunk, so at long contexts it
+    uses more memory than ``sequence_logprobs``; it is here for speed on CUDA when installed."""
+    from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
+
+    loss_fn = LigerFusedLinearDPOLoss(beta=beta, use_ref_model=True, compiled=policy_hidden.is_cuda)
+    out = loss_fn(policy_weight, policy_hidden, labels, ref_input=ref_hidden, ref_weight=ref_weight)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def mean_metrics(history: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = {k for m in history for k in m}
+    return {k: sum(m[k] for m in history if k in m) / max(1, sum(k in m for m in history)) for k in sorted(keys)}
