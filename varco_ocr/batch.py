@@ -29,13 +29,13 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from PIL import Image
 
 from varco_ocr.document import Document, Page
 from varco_ocr.errors import InputError, VarcoOCRError
-from varco_ocr.exporters import NEEDS_SOURCE, expected_outputs, write_exports
+from varco_ocr.exporters import expected_outputs, write_exports
 from varco_ocr.inputs import (
     DEFAULT_DPI,
     PDF_SUFFIXES,
@@ -58,6 +58,28 @@ class OutputFolderError(VarcoOCRError):
 
 class OCRBackend(Protocol):
     def ocr_batch(self, images: list[Image.Image], batch_size: int = ..., indices: Sequence[int] | None = ...) -> list[Page]: ...
+
+
+class BackendUnavailable(VarcoOCRError):
+    """The backend (model) could not be created: nothing can be OCR'd, the run stops."""
+
+
+class LazyBackend:
+    """A backend built on first use, so a resumed run whose documents are all done (or all fail
+    to open) never loads the model. A failure to build it stops the run (BackendUnavailable)."""
+
+    def __init__(self, factory: Callable[[], OCRBackend], model_name: str | None = None) -> None:
+        self._factory = factory
+        self._backend: OCRBackend | None = None
+        self.model_name = model_name
+
+    def ocr_batch(self, images: list[Image.Image], batch_size: int = 4, indices: Sequence[int] | None = None) -> list[Page]:
+        if self._backend is None:
+            try:
+                self._backend = self._factory()
+            except Exception as e:  # noqa: BLE001 - whatever the loader raises, the run cannot go on
+                raise BackendUnavailable(str(e) or type(e).__name__) from e
+        return self._backend.ocr_batch(images, batch_size=batch_size, indices=indices)
 
 
 @dataclass
@@ -150,7 +172,7 @@ class RunLog:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if isinstance(rec, dict) and "source" in rec:
+                if isinstance(rec, dict) and rec.get("source") and "status" in rec:
                     records[rec["source"]] = rec
         return records
 
@@ -399,7 +421,7 @@ def _ocr_pages(backend: OCRBackend, items: list[_DocPage]) -> list[Page]:
     indices = [it.page.index for it in items]
     try:
         pages = backend.ocr_batch(images, batch_size=len(images), indices=indices)  # type: ignore[arg-type]
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BackendUnavailable):
         raise
     except Exception:  # noqa: BLE001
         if len(items) == 1:
@@ -408,7 +430,7 @@ def _ocr_pages(backend: OCRBackend, items: list[_DocPage]) -> list[Page]:
         for it in items:
             try:
                 pages.extend(_ocr_pages(backend, [it]))
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, BackendUnavailable):
                 raise
             except Exception as e:  # noqa: BLE001
                 pages.append(Page(index=it.page.index, width=0, height=0, dpi=it.page.dpi, error=f"page {it.page.index + 1}: OCR failed ({e})"))
@@ -461,7 +483,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             progress.note(f"failed {o.source}: {o.error}")
 
     if log is not None:
-        log.append({"event": "run", "source": None, "formats": list(options.formats), "documents": len(todo), "skipped": summary.count("skipped")})
+        log.append({"event": "run", "formats": list(options.formats), "documents": len(todo), "skipped": summary.count("skipped")})
 
     batch_size = max(1, options.batch_size)
     pages_queue: queue.Queue[Any] = queue.Queue(maxsize=options.prefetch or 2 * batch_size)
@@ -529,7 +551,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
         progress.close()
     summary.seconds = time.monotonic() - started
     if log is not None:
-        log.append({"event": "run-end", "source": None, "interrupted": summary.interrupted, "done": summary.count("done"), "failed": summary.count("failed") + summary.count("partial")})
+        log.append({"event": "run-end", "interrupted": summary.interrupted, "done": summary.count("done"), "failed": summary.count("failed") + summary.count("partial")})
     progress.summary(summary)
     return summary
 
@@ -549,7 +571,16 @@ def _finish_document(
         source=source,
         pages=pages,
         model=options.model,
-        metadata={k: v for k, v in {"dpi": options.dpi if st.file.path.suffix.lower() in PDF_SUFFIXES else None, "pages": None if options.pages is None else str(options.pages)}.items() if v is not None},
+        metadata={
+            k: v
+            for k, v in {
+                # the absolute path lets `varco-ocr export` find the source from any folder later
+                "source_path": str(st.file.path.resolve()),
+                "dpi": options.dpi if st.file.path.suffix.lower() in PDF_SUFFIXES else None,
+                "pages": None if options.pages is None else str(options.pages),
+            }.items()
+            if v is not None
+        },
     )
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
@@ -560,15 +591,13 @@ def _finish_document(
     try:
         opts: dict[str, Any] = {"source": st.file.path, "password": options.password}
         by_format: dict[str, list[str]] = {}
-        for fmt in options.formats:
-            if fmt in NEEDS_SOURCE and all(p.error for p in pages):
-                continue  # nothing readable to draw or embed
+        for fmt in options.formats if status != "failed" else ():  # no page read: nothing to write
             written = write_exports(document, out_dir, (fmt,), stem=st.file.output_stem, **opts)
             by_format[fmt] = [p.relative_to(out_dir).as_posix() for p in written]
         outcome.outputs = [p for paths in by_format.values() for p in paths]
         expected = {p.relative_to(out_dir).as_posix() for p in expected_outputs(document, out_dir, st.file.output_stem, options.formats)}
         missing = expected - set(outcome.outputs)
-        if missing and status == "done":
+        if missing and status != "failed":
             raise RuntimeError(f"outputs not written: {', '.join(sorted(missing))}")
     except KeyboardInterrupt:
         raise

@@ -317,7 +317,8 @@ class InputDocument:
                 check_pixel_limit(
                     int(rect.width * dpi / 72), int(rect.height * dpi / 72), self.max_pixels, f"{self.path} page {i + 1}"
                 )
-                pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csRGB, alpha=False)
+                zoom = dpi / 72.0  # a matrix, not dpi=, so fractional resolutions work too
+                pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csRGB, alpha=False)
                 image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
                 geometry = pdf_page_geometry(page, pix.width, pix.height)
                 del pix

@@ -63,11 +63,14 @@ def guess_language(texts: Iterable[str]) -> str | None:
 
 
 def resolve_source(document: Document, source: str | os.PathLike | None = None, base: Path | None = None) -> Path:
-    """The file the document was read from: ``source`` if given, else ``document.source`` as written
-    or relative to ``base`` (the folder of a saved JSON). Raises FileNotFoundError with a clear reason."""
+    """The file the document was read from: ``source`` if given, else ``document.source`` as written,
+    relative to ``base`` (the folder of a saved JSON), or the absolute ``metadata["source_path"]`` the
+    batch runner records. Raises FileNotFoundError with a clear reason."""
     candidates = [Path(source)] if source else [Path(document.source)]
     if not source and base is not None and not Path(document.source).is_absolute():
         candidates.append(base / document.source)
+    if not source and document.metadata.get("source_path"):
+        candidates.append(Path(str(document.metadata["source_path"])))
     for c in candidates:
         if c.is_file():
             return c
