@@ -93,11 +93,19 @@ def _emit(documents, as_json: bool, output: Optional[Path]) -> None:
 @app.command("ocr", help="Read every word with its box, in reading order.\n\n"
              "Example: varco-ocr ocr receipt.png --json")
 def ocr_command(
-    inputs: List[Path] = typer.Argument(..., help="Image files.", show_default=False),
+    inputs: List[Path] = typer.Argument(..., help="Images, PDFs, TIFFs or folders.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Write the document model as JSON instead of text."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for one output file per input."),
     keep_raw: bool = typer.Option(False, "--keep-raw", help="Keep the model's raw answer in the JSON."),
     batch_size: int = typer.Option(1, "--batch-size", help="Pages per batched generate call."),
+    formats: Optional[str] = typer.Option(
+        None, "--format", "-f", help="With -o: json,txt,hocr,alto,pdf,overlay (default json with --json, else txt)."
+    ),
+    pages: Optional[str] = typer.Option(None, "--pages", help="Pages of PDFs and TIFFs, e.g. 1-5,9 (from 1)."),
+    dpi: float = typer.Option(300.0, "--dpi", help="Resolution PDF pages are rendered at."),
+    glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern in folders, e.g. '*.pdf'."),
+    password: Optional[str] = typer.Option(None, "--password", help="Password of encrypted PDFs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo documents the output folder already has."),
     model: str = ModelOpt,
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
@@ -109,6 +117,11 @@ def ocr_command(
     from varco_ocr.document import Document
     from varco_ocr.preprocessing import load_image
 
+    if output is not None or formats or pages or any(_needs_batch(p) for p in inputs):
+        # Documents (PDF, TIFF, folders) and output folders go through the resumable batch runner.
+        engine_args = (model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
+        raise typer.Exit(_run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password,
+                                    overwrite, max_pixels, engine_args))
     if output is not None:
         _check_output_dir(output)
     images, sources, failed = [], [], 0
@@ -126,6 +139,57 @@ def ocr_command(
         _emit(docs, as_json, output)
     if failed:
         raise typer.Exit(EXIT_FAILED_INPUT)
+
+
+def _needs_batch(path: Path) -> bool:
+    from varco_ocr.inputs import PDF_SUFFIXES, TIFF_SUFFIXES
+
+    return path.is_dir() or path.suffix.lower() in PDF_SUFFIXES | TIFF_SUFFIXES
+
+
+def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password, overwrite, max_pixels,
+               engine_args) -> int:
+    """The `ocr` command for documents and output folders: varco_ocr.batch (resume, progress, log)."""
+    from varco_ocr import batch
+    from varco_ocr.exporters import parse_formats
+    from varco_ocr.inputs import parse_page_ranges
+
+    try:
+        chosen = parse_formats(formats) if formats else (("json",) if as_json else ("txt",))
+        ranges = parse_page_ranges(pages) if pages else None
+    except ValueError as e:
+        raise fail(str(e))
+    if output is None and formats:
+        raise fail("--format needs an output folder (-o DIR)")
+    if dpi <= 0 or batch_size < 1:
+        raise fail("--dpi and --batch-size must be positive")
+    model, _, _, max_new_tokens, min_long_side, max_grid, _, keep_raw = engine_args
+    options = batch.BatchOptions(
+        out_dir=output, formats=chosen, pages=ranges, dpi=dpi, glob=glob, password=password, overwrite=overwrite,
+        batch_size=batch_size, max_pixels=max_pixels or None, model=model,
+        settings={"max_new_tokens": max_new_tokens, "min_long_side": min_long_side, "max_grid": max_grid,
+                  "keep_raw": keep_raw},
+        progress="auto" if output is not None else "none",
+    )
+    def make_engine():
+        from varco_ocr.engine import OCREngine
+
+        _, device, dtype, _, _, _, _, _ = engine_args
+        return OCREngine(model=model, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+                         min_long_side=min_long_side, max_grid=max_grid, max_pixels=max_pixels or None, keep_raw=keep_raw)
+
+    try:
+        summary = batch.run(inputs, batch.LazyBackend(make_engine, model_name=model), options)
+    except (batch.OutputFolderError, batch.BackendUnavailable) as e:
+        raise fail(str(e), EXIT_USAGE)
+    if output is None:
+        for outcome in summary.outcomes:
+            if outcome.error:
+                typer.echo(f"varco-ocr: {outcome.error}", err=True)
+            for page_error in outcome.page_errors:
+                typer.echo(f"varco-ocr: {outcome.source}: {page_error}", err=True)
+        _emit(summary.documents, as_json, None)
+    return summary.exit_code
 
 
 def _check_output_dir(output: Path) -> None:
@@ -224,6 +288,44 @@ def ground_command(
     else:
         for b in boxes:
             typer.echo(f"{b.phrase}\t{' '.join(map(str, b.bbox))}")
+
+
+@app.command("export", help="Convert saved JSON documents into other formats, no model needed.\n\n"
+             "Example: varco-ocr export out/book.json --format hocr,alto,pdf,overlay -o out/")
+def export_command(
+    documents: List[Path] = typer.Argument(..., help="Document JSON files written by varco-ocr.", show_default=False),
+    formats: str = typer.Option(..., "--format", "-f", help="json,txt,hocr,alto,pdf,overlay"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: beside each JSON)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="The original file, if it moved (pdf, overlay)."),
+    password: Optional[str] = typer.Option(None, "--password", help="Password of an encrypted source PDF."),
+) -> None:
+    from varco_ocr.document import Document
+    from varco_ocr.exporters import parse_formats, write_exports
+
+    try:
+        chosen = parse_formats(formats)
+    except ValueError as e:
+        raise fail(str(e))
+    if output is not None:
+        _check_output_dir(output)
+    failed = 0
+    for path in documents:
+        try:
+            doc = Document.load(path)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            typer.echo(f"varco-ocr: {path}: not a varco-ocr document JSON ({e})", err=True)
+            failed += 1
+            continue
+        stem = path.name.removesuffix(".json")
+        try:
+            for written in write_exports(doc, output or path.parent, chosen, stem=stem, source=source,
+                                         source_base=path.parent, password=password):
+                typer.echo(str(written))
+        except (OSError, ValueError, VarcoOCRError) as e:
+            typer.echo(f"varco-ocr: {path}: {e}", err=True)
+            failed += 1
+    if failed:
+        raise typer.Exit(EXIT_FAILED_INPUT)
 
 
 def _default_to_ocr(argv: list[str]) -> list[str]:
