@@ -193,6 +193,37 @@ def collate_pairs(pairs: Sequence[EncodedPair], pad_token_id: int) -> dict[str, 
     return batch
 
 
+class PairBatches:
+    """The DPO batch source of ``training.train.run_training``: ``micro_batch_size`` encodable pairs at a
+    time, drawn from a rank-sharded ``SampleStream`` over pairs (its state is what checkpoints save)."""
+
+    def __init__(self, pairs: Sequence[PreferencePair], encoder: ConversationEncoder, stream, micro_batch_size: int, pad_token_id: int):
+        self.pairs, self.encoder, self.stream = pairs, encoder, stream
+        self.micro_batch_size, self.pad_token_id = micro_batch_size, pad_token_id
+
+    def encoded(self, index: int) -> EncodedPair | None:
+        return encode_pair(self.encoder, self.pairs[index], index)
+
+    def next_batch(self) -> tuple[dict[str, torch.Tensor], list[str]]:
+        chosen: list[EncodedPair] = []
+        misses = 0
+        while len(chosen) < self.micro_batch_size:
+            pair = self.encoded(next(self.stream))
+            if pair is None:
+                misses += 1
+                if misses > 2 * len(self.pairs):  # every pair dropped (overlong...): say so, don't spin
+                    raise DataError(f"no usable preference pair: {misses} drawn in a row were dropped (see the log)")
+                continue
+            chosen.append(pair)
+        return collate_pairs(chosen, self.pad_token_id), [p.where for p in chosen]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+
 # --- objective -----------------------------------------------------------------------------------
 
 _NOT_MODEL_INPUTS = ("labels", "pair_index")
@@ -237,10 +268,13 @@ def sigmoid_dpo(
 
 
 class DPOObjective:
-    """One DPO (+SFT) step's loss for a pair batch: ``objective(model, batch) -> (loss, metrics)``.
+    """The DPO (+SFT) objective in ``training.train``'s protocol: ``units(batch)`` is the number of pairs;
+    ``objective(model, batch)`` returns (sum over the batch's pairs of the per-pair loss, metric sums),
+    and the loop divides by the pairs of the whole global batch.
 
-    ``loss`` is the mean over the batch's pairs (the caller divides by its accumulation steps); metrics
-    are plain floats named as TRL logs them.
+    Per-pair loss = sigmoid DPO + ``sft_weight`` x the chosen answer's mean per-token NLL (so the SFT term
+    weighs every pair alike, like the DPO term, and does not depend on how pairs are split into batches).
+    Metric sums are per pair, named as TRL logs them; divided by the pair count they are means.
     """
 
     def __init__(self, reference, beta: float = DEFAULT_BETA, sft_weight: float = 0.0,
@@ -252,29 +286,32 @@ class DPOObjective:
         self.reference, self.beta, self.sft_weight = reference, beta, sft_weight
         self.chunk_size, self.vocab_chunk = chunk_size, vocab_chunk
 
+    def units(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["pair_index"].numel())
+
     def __call__(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        pairs = batch["pair_index"].numel()
+        pairs = self.units(batch)
         policy = answer_logprobs(model, batch, self.chunk_size, self.vocab_chunk)
         ref_chosen, ref_rejected = self.reference.logprobs(batch)
         device = policy.total.device
         terms = sigmoid_dpo(policy.total[:pairs], policy.total[pairs:], ref_chosen.to(device), ref_rejected.to(device), self.beta)
-        loss = terms.losses.mean()
+        loss_sum = terms.losses.sum()
+        margins = terms.chosen_rewards - terms.rejected_rewards
         metrics = {
-            "loss/dpo": loss.item(),
-            "rewards/chosen": terms.chosen_rewards.mean().item(),
-            "rewards/rejected": terms.rejected_rewards.mean().item(),
-            "rewards/margins": (terms.chosen_rewards - terms.rejected_rewards).mean().item(),
-            "rewards/accuracies": (terms.chosen_rewards > terms.rejected_rewards).float().mean().item(),
-            "logps/chosen": policy.total[:pairs].detach().mean().item(),
-            "logps/rejected": policy.total[pairs:].detach().mean().item(),
+            "loss/dpo": loss_sum.item(),
+            "rewards/chosen": terms.chosen_rewards.sum().item(),
+            "rewards/rejected": terms.rejected_rewards.sum().item(),
+            "rewards/margins": margins.sum().item(),
+            "rewards/accuracies": (margins > 0).float().sum().item(),
+            "logps/chosen": policy.total[:pairs].detach().sum().item(),
+            "logps/rejected": policy.total[pairs:].detach().sum().item(),
         }
         if self.sft_weight > 0:
-            chosen_tokens = policy.n_tokens[:pairs].sum().clamp_min(1)
-            sft = -policy.total[:pairs].sum() / chosen_tokens
-            loss = loss + self.sft_weight * sft
-            metrics["loss/sft"] = sft.item()
-        metrics["loss"] = loss.item()
-        return loss, metrics
+            chosen_nll = -policy.total[:pairs] / policy.n_tokens[:pairs].clamp_min(1).to(device)
+            sft_sum = chosen_nll.sum()
+            loss_sum = loss_sum + self.sft_weight * sft_sum
+            metrics["loss/sft"] = sft_sum.item()
+        return loss_sum, metrics
 
 
 # --- reference model -----------------------------------------------------------------------------
@@ -424,3 +461,86 @@ def liger_dpo_loss(policy_hidden, policy_weight, ref_hidden, ref_weight, labels,
 def mean_metrics(history: Sequence[dict[str, float]]) -> dict[str, float]:
     keys = {k for m in history for k in m}
     return {k: sum(m[k] for m in history if k in m) / max(1, sum(k in m for m in history)) for k in sorted(keys)}
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    """What stage 4 adds to the shared ``TrainConfig`` (which carries lr, batch, context, FSDP...)."""
+
+    beta: float = DEFAULT_BETA
+    sft_weight: float = 0.0
+    precompute_ref: bool = False
+    ref_device: str = "cpu"  # where the live reference copy lives and runs
+    ref_cache: str | None = None  # default: OUTPUT/reference_logps.pt
+
+    def validate(self) -> DPOSettings:
+        if not self.beta > 0:
+            raise DataError(f"--beta must be positive (got {self.beta})")
+        if self.sft_weight < 0:
+            raise DataError(f"--sft-weight must be >= 0 (got {self.sft_weight})")
+        return self
+
+
+def run_dpo(cfg, settings: DPOSettings):
+    """``varco-train dpo``: the shared loop of ``training.train`` with the DPO objective and pair batches.
+    Returns its TrainResult; the final model is exported into ``cfg.output_dir``."""
+    from training.data import SampleStream
+    from training.train import (
+        TrainingError,
+        _write_run_base,
+        export_final,
+        init_distributed,
+        load_model_and_processor,
+        prepare_model,
+        run_training,
+        total_steps_for,
+    )
+    from varco_ocr import model_spec
+
+    settings.validate()
+    for what, value in (("model (--model)", cfg.model), ("data (--data)", cfg.data), ("output folder (-o)", cfg.output_dir)):
+        if not value:
+            raise TrainingError(f"no {what} given")
+    env = init_distributed()
+    torch.manual_seed(cfg.seed)
+    model, processor = load_model_and_processor(cfg.model, env)
+    model_spec.configure_resolution(processor, model.config, cfg.max_grid, cfg.anyres)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    _write_run_base(cfg, model, processor, env)
+    budget = BadSampleBudget(cfg.max_bad_samples, cfg.max_bad_fraction)
+    pairs = read_preference_pairs(cfg.data, budget, cfg.max_images_per_sample)
+    encoder = ConversationEncoder(processor, cfg.context_length, cfg.overlong, budget, cfg.fixed_resolution)
+    stream = SampleStream(len(pairs), cfg.seed, env.rank, env.world_size)
+    pad = processor.tokenizer.pad_token_id
+    batches = PairBatches(pairs, encoder, stream, cfg.micro_batch_size, pad)
+    chunk = cfg.ce_chunk_size
+
+    if settings.precompute_ref:
+        # The reference is the starting model: run it once, before it is sharded or trained, and keep
+        # only its log-probabilities.
+        model.to(env.device)
+        fingerprint = reference_fingerprint(cfg.model, cfg.data, pairs, {
+            "context_length": cfg.context_length, "overlong": cfg.overlong, "max_grid": cfg.max_grid,
+            "anyres": cfg.anyres, "fixed_resolution": cfg.fixed_resolution,
+            "max_images_per_sample": cfg.max_images_per_sample, "dtype": str(next(model.parameters()).dtype),
+        })
+        cache = Path(settings.ref_cache) if settings.ref_cache else Path(cfg.output_dir) / "reference_logps.pt"
+        reference = load_or_compute_reference_cache(
+            cache, fingerprint,
+            lambda: compute_reference_logprobs(model, batches.encoded, len(pairs), pad, chunk, device=env.device),
+        )
+    else:
+        reference = LiveReference(model, settings.ref_device, chunk)
+    model = prepare_model(model, cfg, env)
+    objective = DPOObjective(reference, settings.beta, settings.sft_weight, chunk)
+    total = total_steps_for(cfg, len(pairs))
+    if env.is_main:
+        log.info("dpo: %d pairs, %d steps of %d pairs, beta %g, sft weight %g, reference %s", len(pairs), total,
+                 cfg.global_batch_size, settings.beta, settings.sft_weight,
+                 "precomputed" if settings.precompute_ref else f"live on {settings.ref_device}")
+    result = run_training(cfg, model, processor, batches, objective, env, total)
+    export_final(cfg, model, processor, env)
+    return result

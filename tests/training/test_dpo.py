@@ -157,8 +157,8 @@ def _plain_dpo(model, ref_model, batch, beta, sft_weight=0.0):
     pol = logps(model)
     p = batch["pair_index"].numel()
     loss = -F.logsigmoid(beta * ((pol[:p] - ref[:p]) - (pol[p:] - ref[p:]))).mean()
-    if sft_weight:
-        loss = loss + sft_weight * (-pol[:p].sum() / mask[:p].sum())
+    if sft_weight:  # per pair: the chosen answer's mean token NLL; then the mean over pairs
+        loss = loss + sft_weight * (-pol[:p] / mask[:p].sum(-1)).mean()
     return loss
 
 
@@ -174,7 +174,9 @@ def test_chunked_dpo_equals_full_logits_dpo_loss_and_gradients(tiny, tmp_path, s
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     objective = DPOObjective(LiveReference(ref_model), beta=0.1, sft_weight=sft_weight, chunk_size=7, vocab_chunk=128)
-    loss, metrics = objective(model, batch)
+    loss_sum, metrics = objective(model, batch)
+    assert objective.units(batch) == 2
+    loss = loss_sum / 2
     grads = torch.autograd.grad(loss, [p for p in model.parameters()], allow_unused=True)
 
     plain = _plain_dpo(model, ref_model, batch, 0.1, sft_weight)
@@ -260,3 +262,66 @@ def test_cached_reference_refuses_unknown_pairs():
     assert ref.logprobs({"pair_index": torch.tensor([0])})[0].tolist() == [1.0]
     with pytest.raises(RuntimeError, match="cache and data disagree"):
         ref.logprobs({"pair_index": torch.tensor([1])})
+
+
+# --- runs through the shared training loop ------------------------------------------------------
+
+
+def _run(tiny_folder, data, out, settings, max_steps=4, lr=1e-3):
+    from training.dpo import run_dpo
+    from training.params import load_config, recipe_path
+
+    cfg = load_config(recipe_path("1.7b", 4), {
+        "model": str(tiny_folder), "data": [str(data)], "output_dir": str(out), "max_steps": max_steps,
+        "lr": lr, "global_batch_size": 4, "micro_batch_size": 2, "activation_checkpointing": False,
+        "context_length": 4096, "save_every": 0, "seed": 0,
+    })
+    return run_dpo(cfg, settings)
+
+
+def _margins(model_folder, ref_folder, encoded, pad_token_id):
+    """Mean reward margin beta * ((pc - rc) - (pr - rr)) over the pairs, policy vs reference folders."""
+    policy = LiveReference(_load(model_folder))
+    reference = LiveReference(_load(ref_folder))
+    batch = collate_pairs(encoded, pad_token_id)
+    pc, pr = policy.logprobs(batch)
+    rc, rr = reference.logprobs(batch)
+    return (0.1 * ((pc - rc) - (pr - rr))).mean().item()
+
+
+TRAIN_PAIRS = [
+    {"prompt": "Read the receipt", "chosen": "TOTAL 1200", "rejected": "TOTAL 1800"},
+    {"prompt": "Read the sign", "chosen": "서울특별시", "rejected": "부가세 현금"},
+    {"images": ["page.png"], "prompt": "<image>\n<ocr>", "chosen": "<char>CASH</char><bbox>0.1, 0.1, 0.4, 0.3</bbox>",
+     "rejected": "<char>CHANGE</char><bbox>0.5, 0.5, 0.9, 0.7</bbox>"},
+    {"prompt": [{"from": "human", "value": "Date?"}, {"from": "gpt", "value": "2024"}, {"from": "human", "value": "Time?"}],
+     "chosen": "12:30", "rejected": "Qty 3"},
+]
+
+
+def test_a_few_dpo_steps_raise_the_reward_margin(tiny, tmp_path):
+    from training.dpo import DPOSettings
+
+    folder, processor = tiny
+    data, _, encoded = _encoded(tmp_path, processor, TRAIN_PAIRS)
+    result = _run(folder, data, tmp_path / "run", DPOSettings(beta=0.1))
+    assert result.steps_done == 4
+    assert result.losses[0] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 1
+    assert result.losses[-1] < result.losses[0]
+    margin = _margins(tmp_path / "run", folder, encoded, processor.tokenizer.pad_token_id)
+    assert margin > 0.05  # from exactly 0 before training
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+
+
+def test_precomputed_reference_gives_the_live_reference_losses(tiny, tmp_path):
+    from training.dpo import DPOSettings
+
+    folder, processor = tiny
+    data, _, _ = _encoded(tmp_path, processor, TRAIN_PAIRS)
+    live = _run(folder, data, tmp_path / "live", DPOSettings(sft_weight=0.2), max_steps=3)
+    cached = _run(folder, data, tmp_path / "cached", DPOSettings(sft_weight=0.2, precompute_ref=True), max_steps=3)
+    assert (tmp_path / "cached" / "reference_logps.pt").is_file()
+    assert len(live.losses) == len(cached.losses) == 3
+    for a, b in zip(live.losses, cached.losses):
+        assert a == pytest.approx(b, abs=1e-5)
