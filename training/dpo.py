@@ -286,6 +286,8 @@ class DPOObjective:
         self.reference, self.beta, self.sft_weight = reference, beta, sft_weight
         self.chunk_size, self.vocab_chunk = chunk_size, vocab_chunk
 
+        self.recorder: StepMetricsRecorder | None = None
+
     def units(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["pair_index"].numel())
 
@@ -311,7 +313,51 @@ class DPOObjective:
             sft_sum = chosen_nll.sum()
             loss_sum = loss_sum + self.sft_weight * sft_sum
             metrics["loss/sft"] = sft_sum.item()
+        if self.recorder is not None:
+            self.recorder.add(metrics, pairs)
         return loss_sum, metrics
+
+
+class StepMetricsRecorder:
+    """Per-step DPO metrics (means over the global batch's pairs) appended to a JSON-lines file.
+
+    The shared loop logs the loss; rewards, margins and accuracy are DPO's own, so the objective records
+    them: every ``accumulation`` calls make one optimizer step; sums are all-reduced across ranks (every
+    rank calls the objective equally often, so the collective is safe) and rank 0 writes the record.
+    """
+
+    def __init__(self, path: Path, accumulation: int, first_step: int = 0):
+        self.path, self.accumulation, self.step = Path(path), accumulation, first_step
+        self._sums: dict[str, float] = {}
+        self._pairs = 0
+        self._calls = 0
+
+    def add(self, metrics: dict[str, float], pairs: int) -> None:
+        for key, value in metrics.items():
+            self._sums[key] = self._sums.get(key, 0.0) + value
+        self._pairs += pairs
+        self._calls += 1
+        if self._calls == self.accumulation:
+            self._flush()
+
+    def _flush(self) -> None:
+        keys = sorted(self._sums)
+        values = torch.tensor([self._sums[k] for k in keys] + [float(self._pairs)], dtype=torch.float64)
+        rank, world = _distributed()
+        if world > 1:
+            backend = torch.distributed.get_backend()
+            device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+            values = values.to(device)
+            torch.distributed.all_reduce(values)
+            values = values.cpu()
+        self.step += 1
+        pairs = values[-1].item()
+        record = {"step": self.step, "pairs": int(pairs), **{k: values[i].item() / pairs for i, k in enumerate(keys)}}
+        if rank == 0:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        log.info("dpo step %d: margin %.4f accuracy %.3f", self.step, record["rewards/margins"], record["rewards/accuracies"])
+        self._sums, self._pairs, self._calls = {}, 0, 0
 
 
 # --- reference model -----------------------------------------------------------------------------
@@ -484,6 +530,15 @@ class DPOSettings:
         return self
 
 
+def _resumed_step(output_dir: str | Path) -> int:
+    from training import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(output_dir)
+    if latest is None:
+        return 0
+    return int(json.loads((latest / "trainer.json").read_text(encoding="utf-8"))["step"])
+
+
 def run_dpo(cfg, settings: DPOSettings):
     """``varco-train dpo``: the shared loop of ``training.train`` with the DPO objective and pair batches.
     Returns its TrainResult; the final model is exported into ``cfg.output_dir``."""
@@ -536,6 +591,9 @@ def run_dpo(cfg, settings: DPOSettings):
         reference = LiveReference(model, settings.ref_device, chunk)
     model = prepare_model(model, cfg, env)
     objective = DPOObjective(reference, settings.beta, settings.sft_weight, chunk)
+    objective.recorder = StepMetricsRecorder(
+        Path(cfg.output_dir) / "dpo_metrics.jsonl", cfg.accumulation_steps(env.world_size), _resumed_step(cfg.output_dir)
+    )
     total = total_steps_for(cfg, len(pairs))
     if env.is_main:
         log.info("dpo: %d pairs, %d steps of %d pairs, beta %g, sft weight %g, reference %s", len(pairs), total,

@@ -312,6 +312,12 @@ def test_a_few_dpo_steps_raise_the_reward_margin(tiny, tmp_path):
     assert margin > 0.05  # from exactly 0 before training
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
+    dpo = [json.loads(line) for line in (tmp_path / "run" / "dpo_metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in dpo] == [1, 2, 3, 4] and all(r["pairs"] == 4 for r in dpo)
+    assert dpo[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # policy == reference before step 1
+    assert dpo[-1]["rewards/margins"] > dpo[0]["rewards/margins"]
+    assert dpo[-1]["loss/dpo"] == pytest.approx(result.losses[-1], abs=1e-6)
+    assert 0.0 <= dpo[-1]["rewards/accuracies"] <= 1.0
 
 
 def test_precomputed_reference_gives_the_live_reference_losses(tiny, tmp_path):
