@@ -76,13 +76,39 @@ def pick_attention() -> str:
 
 
 def _load_error(model: str, err: BaseException) -> ModelLoadError:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
     offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
     return ModelLoadError(
         f"cannot load model {model!r}: {reason[:200]}. "
         + ("HF_HUB_OFFLINE is set, so only cached weights are used; " if offline else "")
         + "pass --model PATH for a local model folder, or download the weights once and set HF_HUB_OFFLINE=1"
     )
+
+
+def _fail_fast_when_unreachable(model: str, timeout: float = 3.0) -> None:
+    """A hub id that is neither a local folder nor cached needs the hub. Without a network, the hub
+    client retries for minutes before giving up; one short connection attempt says the same at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.path.isdir(model) or os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return  # cached: loading needs no network
+    except Exception:  # not a valid repo id: let from_pretrained say what is wrong
+        return
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError as e:
+        raise ModelLoadError(
+            f"cannot load model {model!r}: it is not a local folder, not in the cache, and {endpoint.hostname} "
+            f"is unreachable ({e.strerror or e}); pass --model PATH for a local model folder, or download "
+            "the weights once and set HF_HUB_OFFLINE=1"
+        ) from None
 
 
 class OCREngine:
@@ -118,6 +144,7 @@ class OCREngine:
         self.max_pixels = max_pixels
         self.keep_raw = keep_raw
         self.loop_guard = loop_guard
+        _fail_fast_when_unreachable(self.model_name)
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_name)
             self.model = LlavaOnevisionForConditionalGeneration.from_pretrained(
