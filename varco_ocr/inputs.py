@@ -296,7 +296,7 @@ class InputDocument:
                     tiff.load()
                     dpi = _image_dpi(tiff)
                     # copy(): the frame must outlive the open file, and conversion may return it as is
-                    image = load_image(tiff.copy(), max_pixels=self.max_pixels, name=f"{self.path} page {i + 1}")
+                    image = load_image(tiff.copy(), max_pixels=self.max_pixels, name=f"page {i + 1}")
                 except (OSError, ValueError, EOFError, InputError) as e:
                     yield PageImage(i, None, error=str(e) if isinstance(e, InputError) else f"page {i + 1}: {_reason(e)}")
                     continue
@@ -315,7 +315,7 @@ class InputDocument:
                 page = doc.load_page(i)  # type: ignore[attr-defined]
                 rect = page.rect
                 check_pixel_limit(
-                    int(rect.width * dpi / 72), int(rect.height * dpi / 72), self.max_pixels, f"{self.path} page {i + 1}"
+                    int(rect.width * dpi / 72), int(rect.height * dpi / 72), self.max_pixels, f"page {i + 1}"
                 )
                 zoom = dpi / 72.0  # a matrix, not dpi=, so fractional resolutions work too
                 pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csRGB, alpha=False)

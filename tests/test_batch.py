@@ -1,0 +1,304 @@
+"""The batch runner end to end with the tiny random-weight model: PDFs, TIFFs and folders in, every
+export out; resume, overwrite, bad documents, cross-document batching; kill -9 and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pymupdf
+import pytest
+from lxml import etree
+from PIL import Image
+
+from exporters.conftest import write_scanned_pdf, write_text_pdf
+from varco_ocr.batch import LOG_NAME, BatchOptions, OutputFolderError, run
+from varco_ocr.document import Document
+from varco_ocr.inputs import parse_page_ranges
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VARCO_SHARED", REPO.parent / "shared"))
+ENGINE_ARGS = dict(max_new_tokens=8, min_long_side=0, max_grid=1)  # small and fast: this tests plumbing
+
+
+class CountingBackend:
+    """The real engine, recording what each ocr_batch call received (no behaviour changed)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.model_name = engine.model_name
+        self.calls: list[list[tuple[int, tuple[int, int]]]] = []
+
+    def ocr_batch(self, images, batch_size=4, indices=None):
+        self.calls.append([(i, im.size) for i, im in zip(indices or [0] * len(images), images)])
+        return self.engine.ocr_batch(images, batch_size=batch_size, indices=indices)
+
+    @property
+    def pages(self) -> int:
+        return sum(len(c) for c in self.calls)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    import torch
+
+    torch.set_num_threads(1)
+    from varco_ocr.engine import OCREngine
+
+    return OCREngine(str(tiny_model_dir), **ENGINE_ARGS)
+
+
+@pytest.fixture
+def backend(engine) -> CountingBackend:
+    return CountingBackend(engine)
+
+
+def _scans(root: Path) -> Path:
+    """A folder: a 3-page PDF (one page rotated), a 2-page TIFF in a sub-folder, a PNG, a note."""
+    root.mkdir(parents=True, exist_ok=True)
+    text = write_text_pdf(root.parent / f"{root.name}-text.pdf")
+    write_scanned_pdf(text, root / "book.pdf", dpi=50)
+    (root / "sub").mkdir(exist_ok=True)
+    Image.new("L", (160, 120), 255).save(
+        root / "sub" / "fax.tiff", save_all=True, append_images=[Image.new("RGB", (120, 160), (250, 250, 250))], dpi=(200, 200)
+    )
+    Image.new("RGB", (180, 100), (255, 255, 255)).save(root / "receipt.png")
+    (root / "README.txt").write_text("not a page")
+    return root
+
+
+ALL = ("json", "txt", "hocr", "alto", "pdf", "overlay")
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+
+
+def test_folder_of_pdf_tiff_and_image_end_to_end(tmp_path, backend):
+    scans = _scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    summary = run([scans], backend, BatchOptions(out_dir=out, formats=ALL, dpi=40, batch_size=4, progress="none"))
+    assert summary.exit_code == 0
+    assert [(Path(o.source).name, o.status, o.pages) for o in summary.outcomes] == [
+        ("book.pdf", "done", 3), ("receipt.png", "done", 1), ("fax.tiff", "done", 2)
+    ]
+    assert summary.notes == [f"skipped {scans / 'README.txt'}: unsupported file type .txt"]
+    # pages from several documents share batches: 6 pages in calls of at most 4
+    assert [len(c) for c in backend.calls] == [4, 2]
+
+    book = Document.load(out / "book.json")
+    assert [(p.index, p.width, p.height, p.dpi) for p in book.pages] == [
+        (0, 331, 468, 40.0), (1, 468, 331, 40.0), (2, 331, 468, 40.0)  # 595x842 pt at 40 dpi: 330.6 x 467.8
+    ]
+    assert book.model == backend.model_name
+    fax = Document.load(out / "sub" / "fax.json")  # the folder structure is mirrored
+    assert [(p.index, p.width, p.height, p.dpi) for p in fax.pages] == [(0, 160, 120, 200.0), (1, 120, 160, 200.0)]
+    assert (out / "book.txt").read_text(encoding="utf-8").count("\f") == 2
+
+    hocr = etree.parse(str(out / "book.hocr"))
+    pages = [el for el in hocr.iter() if el.get("class") == "ocr_page"]
+    assert [p.get("title").split("; ")[1:3] for p in pages] == [
+        ["bbox 0 0 331 468", "ppageno 0"], ["bbox 0 0 468 331", "ppageno 1"], ["bbox 0 0 331 468", "ppageno 2"]
+    ]
+    xsd = SHARED / "schemas" / "alto-4-4-local.xsd"
+    if xsd.exists():
+        schema = etree.XMLSchema(etree.parse(str(xsd)))
+        for name in ("book.alto.xml", "receipt.alto.xml", "sub/fax.alto.xml"):
+            schema.assertValid(etree.parse(str(out / name)))
+    with pymupdf.open(out / "book.pdf") as pdf, pymupdf.open(scans / "book.pdf") as src:
+        assert len(pdf) == 3 and [p.rotation for p in pdf] == [p.rotation for p in src]
+    with pymupdf.open(out / "sub" / "fax.pdf") as pdf:
+        assert [(round(p.rect.width), round(p.rect.height)) for p in pdf] == [(58, 43), (43, 58)]  # 160 px at 200 dpi
+    overlays = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert overlays == ["book.p0001.overlay.png", "book.p0002.overlay.png", "book.p0003.overlay.png", "receipt.overlay.png",
+                        "sub/fax.p0001.overlay.png", "sub/fax.p0002.overlay.png"]
+    records = [r for r in _log(out) if "status" in r]
+    assert [(Path(r["source"]).name, r["status"]) for r in records] == [("book.pdf", "done"), ("receipt.png", "done"), ("fax.tiff", "done")]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_skips_done_documents_and_redoes_changed_options(tmp_path, backend):
+    scans = _scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    options = BatchOptions(out_dir=out, formats=("json", "hocr"), dpi=40, batch_size=4, progress="none")
+    run([scans], backend, options)
+    first = backend.pages
+    assert first == 6
+
+    again = run([scans], backend, options)
+    assert backend.pages == first and again.count("skipped") == 3 and again.exit_code == 0
+
+    # a different DPI changes PDF results only; an image's result does not depend on it
+    redo = run([scans], backend, BatchOptions(out_dir=out, formats=("json", "hocr"), dpi=30, batch_size=4, progress="none"))
+    assert [(Path(o.source).name, o.status) for o in redo.outcomes] == [("receipt.png", "skipped"), ("fax.tiff", "skipped"), ("book.pdf", "done")]
+    assert Document.load(out / "book.json").pages[0].dpi == 30
+
+    # a format not made before means the outputs are incomplete: redo
+    more = run([scans], backend, BatchOptions(out_dir=out, formats=("json", "alto"), dpi=30, batch_size=4, progress="none"))
+    assert more.count("done") == 3
+    # a deleted output is noticed
+    (out / "receipt.alto.xml").unlink()
+    after_delete = run([scans], backend, BatchOptions(out_dir=out, formats=("alto",), dpi=30, batch_size=4, progress="none"))
+    assert [(Path(o.source).name, o.status) for o in after_delete.outcomes if o.status == "done"] == [("receipt.png", "done")]
+    # --overwrite redoes everything
+    calls = backend.pages
+    forced = run([scans], backend, BatchOptions(out_dir=out, formats=("alto",), dpi=30, overwrite=True, progress="none"))
+    assert forced.count("done") == 3 and backend.pages == calls + 6
+    # the --pages choice is part of the options
+    pages = run([scans / "book.pdf"], backend, BatchOptions(out_dir=out, formats=("alto",), dpi=30, pages=parse_page_ranges("2-3"), progress="none"))
+    assert pages.count("done") == 1 and [p.index for p in Document.load(out / "book.json").pages] != [1, 2]  # json not requested
+    assert len(etree.parse(str(out / "book.alto.xml")).getroot().findall(".//{*}Page")) == 2
+
+
+def test_bad_documents_fail_alone_and_are_retried(tmp_path, backend):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    pdf = pymupdf.open()
+    pdf.new_page(width=200, height=200)
+    pdf.save(docs / "secret.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="pw", owner_pw="owner")
+    (docs / "zero.pdf").write_bytes(
+        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+        b"trailer<</Root 1 0 R>>\n%%EOF\n"
+    )
+    (docs / "junk.pdf").write_bytes(b"garbage" * 50)
+    mixed = pymupdf.open()
+    mixed.new_page(width=200, height=200)
+    mixed.new_page(width=14400, height=14400)  # 8000 x 8000 px at 40 dpi: over the pixel limit below
+    mixed.new_page(width=200, height=200)
+    mixed.save(docs / "mixed.pdf")
+    out = tmp_path / "out"
+    options = BatchOptions(out_dir=out, formats=("json", "pdf"), dpi=40, max_pixels=20_000_000, progress="none")
+    summary = run([docs, tmp_path / "missing.pdf"], backend, options)
+    by_name = {Path(o.source).name: o for o in summary.outcomes}
+    assert summary.exit_code == 1
+    assert by_name["missing.pdf"].status == "failed"
+    assert by_name["secret.pdf"].status == "failed" and "--password" in by_name["secret.pdf"].error
+    assert by_name["zero.pdf"].status == "failed" and "no pages" in by_name["zero.pdf"].error
+    assert by_name["junk.pdf"].status == "failed" and "not a readable PDF" in by_name["junk.pdf"].error
+    mixed_outcome = by_name["mixed.pdf"]
+    assert mixed_outcome.status == "partial" and mixed_outcome.pages == 2
+    assert len(mixed_outcome.page_errors) == 1 and mixed_outcome.page_errors[0].startswith("page 2")
+    saved = Document.load(out / "mixed.json")
+    assert [(p.index, p.error is None) for p in saved.pages] == [(0, True), (1, False), (2, True)]
+    with pymupdf.open(out / "mixed.pdf") as searchable:
+        assert len(searchable) == 3  # the unreadable page is kept (without text)
+    assert not (out / "secret.json").exists() and not (out / "zero.json").exists()
+
+    # next run: the failed and partial documents are tried again; with the password secret.pdf works
+    retry = run([docs], backend, BatchOptions(out_dir=out, formats=("json", "pdf"), dpi=40, max_pixels=20_000_000, password="pw", progress="none"))
+    again = {Path(o.source).name: o.status for o in retry.outcomes}
+    assert again == {"junk.pdf": "failed", "mixed.pdf": "partial", "secret.pdf": "done", "zero.pdf": "failed"}
+    wrong = run([docs / "secret.pdf"], backend, BatchOptions(out_dir=tmp_path / "o2", password="nope", progress="none"))
+    assert "wrong --password" in wrong.outcomes[0].error
+
+
+def test_unwritable_output_folder_stops_before_any_work(tmp_path, backend):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputFolderError, match="not writable"):
+        run([_scans(tmp_path / "scans")], backend, BatchOptions(out_dir=blocker / "out", progress="none"))
+    assert backend.calls == []
+
+
+def test_without_output_folder_documents_are_returned(tmp_path, backend):
+    scans = _scans(tmp_path / "scans")
+    summary = run([scans / "book.pdf"], backend, BatchOptions(dpi=30, pages=parse_page_ranges("1,3"), progress="none"))
+    (doc,) = summary.documents
+    assert [p.index for p in doc.pages] == [0, 2] and not list(tmp_path.rglob(LOG_NAME))
+
+
+# -- interruption (subprocesses) --------------------------------------------------------------------
+
+_RUNNER = textwrap.dedent(
+    """
+    import sys, torch
+    torch.set_num_threads(1)
+    from pathlib import Path
+    from varco_ocr.batch import BatchOptions, run
+    from varco_ocr.engine import OCREngine
+    engine = OCREngine(sys.argv[1], max_new_tokens=8, min_long_side=0, max_grid=1)
+    summary = run([Path(sys.argv[2])], engine, BatchOptions(out_dir=Path(sys.argv[3]), formats=("json", "hocr", "pdf"),
+                  batch_size=1, progress="plain"))
+    sys.exit(summary.exit_code)
+    """
+)
+
+
+def _many_images(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (220 + i, 160), (255, 255, 255)).save(folder / f"page{i:02d}.png")
+    return folder
+
+
+def _start(tiny_model_dir, src: Path, out: Path) -> subprocess.Popen:
+    script = src.parent / "runner.py"
+    script.write_text(_RUNNER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, str(script), str(tiny_model_dir), str(src), str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def _wait_for_done(out: Path, count: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = out / LOG_NAME
+        if log.exists() and log.read_text().count('"status": "done"') >= count:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("batch did not progress")
+
+
+def test_kill_9_leaves_no_partial_output_and_rerun_does_only_the_rest(tmp_path, tiny_model_dir, backend):
+    src = _many_images(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    proc = _start(tiny_model_dir, src, out)
+    _wait_for_done(out, 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {Path(r["source"]).name for r in _log(out) if r.get("status") == "done"}
+    assert 2 <= len(done_before) < 8
+    # every file under its final name is complete: JSON parses, hOCR parses, PDF opens
+    for path in out.iterdir():
+        if path.name.startswith(".") or path.name == LOG_NAME:
+            continue
+        if path.suffix == ".json":
+            Document.load(path)
+        elif path.suffix == ".hocr":
+            etree.parse(str(path))
+        elif path.suffix == ".pdf":
+            with pymupdf.open(path) as pdf:
+                assert len(pdf) == 1
+    rerun = run([src], backend, BatchOptions(out_dir=out, formats=("json", "hocr", "pdf"), batch_size=1, progress="none"))
+    redone = {Path(o.source).name for o in rerun.outcomes if o.status == "done"}
+    skipped = {Path(o.source).name for o in rerun.outcomes if o.status == "skipped"}
+    assert skipped == done_before and redone == {f"page{i:02d}.png" for i in range(8)} - done_before
+    assert backend.pages == len(redone)
+    assert sorted(p.name for p in out.iterdir() if p.name != LOG_NAME) == sorted(
+        f"page{i:02d}.{ext}" for i in range(8) for ext in ("json", "hocr", "pdf")
+    )  # nothing else: no temporary file left behind
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model_dir):
+    src = _many_images(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    proc = _start(tiny_model_dir, src, out)
+    _wait_for_done(out, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted" in stderr and "[1/8] done" in stderr  # plain progress lines when not a terminal
+    done = [r for r in _log(out) if r.get("status") == "done"]
+    assert 1 <= len(done) < 8
+    assert _log(out)[-1]["event"] == "run-end" and _log(out)[-1]["interrupted"] is True
+    for r in done:
+        Document.load(out / f"{Path(r['source']).stem}.json")
