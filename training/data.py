@@ -379,8 +379,26 @@ class MicroBatches:
 
     def next_batch(self) -> tuple[dict[str, torch.Tensor], list[str]]:
         samples: list[EncodedSample] = []
+        misses = 0
         while len(samples) < self.micro_batch_size:
-            sample = self.encoder.encode(self.conversations[next(self.stream)])
+            conversation = self.conversations[next(self.stream)]
+            sample = self.encoder.encode(conversation)
             if sample is not None:
                 samples.append(sample)
+                misses = 0
+                continue
+            misses += 1
+            if misses >= len(self.conversations):
+                # A whole pass without one usable sample: looping on would hang the run.
+                raise DataError(
+                    f"no usable sample in {misses} consecutive samples (last: {conversation.where}); "
+                    f"{len(self.encoder.dropped_overlong)} were longer than the context length "
+                    f"{self.encoder.context_length}"
+                )
         return collate(samples, self.pad_token_id), [s.where for s in samples]
+
+    def state_dict(self) -> dict[str, int]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.stream.load_state_dict(state)
