@@ -33,8 +33,9 @@ its default parameters, rule for rule:
 - Comparison is case-sensitive (the reference CLI's default ``--CASE_SENSITIVE True``).
 - Data-set figures sum the character counts over images, then apply the formulas once.
 
-Where the reference relies on Polygon3 (GPC) we use shapely; a PCC exactly on a detection's edge is
-the only case where the two can disagree (shapely's ``contains`` excludes the boundary).
+Areas use shapely where the reference uses Polygon3 (GPC); point-in-box uses Polygon3's own
+half-open crossing test (``geometry.points_in_polygon``), because character centres often fall
+exactly on a box edge (adjacent word boxes share it) and shapely's ``contains`` would differ there.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from typing import Sequence
 
 import numpy as np
 import shapely
-from shapely.geometry import Polygon
 
+from varco_ocr.eval.geometry import int_polygons, points_in_polygon
 from varco_ocr.eval.regions import TextRegion
 from varco_ocr.eval.scores import PRH, hmean
 
@@ -153,11 +154,6 @@ class ImageResult:
     matches: tuple[tuple[tuple[int, ...], tuple[int, ...], str], ...] = field(default=())  # (gts, dets, kind)
 
 
-def _int_polygon(points: Sequence[tuple[float, float]]):
-    poly = Polygon([(int(x), int(y)) for x, y in points])
-    return poly if poly.is_valid else shapely.make_valid(poly)
-
-
 def evaluate_image(
     gt_regions: Sequence[TextRegion], det_regions: Sequence[TextRegion], case_sensitive: bool = True
 ) -> ImageResult:
@@ -177,17 +173,21 @@ def evaluate_image(
     det_text = [prepared_text(r, r.text == "###") for r in det_regions]
     gt_pccs = [pseudo_character_centres(r.points, len(t)) for r, t in zip(gt_regions, gt_text)]
 
-    gt_polys = [_int_polygon(r.points) for r in gt_regions]
-    det_polys = [_int_polygon(r.points) for r in det_regions]
+    gt_polys = list(int_polygons(gt_regions))
+    det_polys = list(int_polygons(det_regions))
     # Do-not-care regions lose the parts that cared-for ground truth covers.
     for k in (i for i in range(n_g) if gt_dc[i]):
         for i in range(n_g):
-            if not gt_dc[i] and gt_polys[i].intersection(gt_polys[k]).area > 0:
+            if not gt_dc[i] and gt_polys[i].intersects(gt_polys[k]) and gt_polys[i].intersection(gt_polys[k]).area > 0:
                 gt_polys[k] = gt_polys[k].difference(gt_polys[i])
 
-    # Area precision (float32, as the reference's matrix) and PCC inclusion.
+    # Area precision (float32, as the reference's matrix) and PCC inclusion. All PCCs of the image
+    # live in one array; `hit[j, p]` says whether detection j contains PCC p (of ground truth owner[p]).
     ap = np.zeros((n_g, n_d), dtype=np.float32)
-    pcc_hit = [np.zeros((n_d, len(p)), dtype=bool) for p in gt_pccs]
+    offsets = np.cumsum([0] + [len(p) for p in gt_pccs])
+    owner = np.repeat(np.arange(n_g), [len(p) for p in gt_pccs]).astype(np.int64)
+    pcc_xy = np.array([pt for p in gt_pccs for pt in p], dtype=float).reshape(-1, 2)
+    hit = np.zeros((n_d, len(pcc_xy)), dtype=bool)
     if n_g and n_d:
         det_arr = np.array(det_polys, dtype=object)
         det_area = shapely.area(det_arr)
@@ -199,12 +199,24 @@ def evaluate_image(
                 inter = shapely.area(shapely.intersection(gt_polys[i], det_arr[near]))
                 ok = det_area[near] > 0
                 ap[i, near[ok]] = (inter[ok] / det_area[near][ok]).astype(np.float32)
-            if gt_pccs[i]:
-                xs = np.array([p[0] for p in gt_pccs[i]])
-                ys = np.array([p[1] for p in gt_pccs[i]])
-                for j in range(n_d):
-                    pcc_hit[i][j] = shapely.contains_xy(det_polys[j], xs, ys)
-    pcc_sum = np.array([[int(pcc_hit[i][j].sum()) for j in range(n_d)] for i in range(n_g)], dtype=np.int64).reshape(n_g, n_d)
+        if len(pcc_xy):
+            # Integer-truncated corners, as the reference's Polygon3 objects hold them.
+            det_quads = np.trunc(np.array([r.points for r in det_regions], dtype=float))
+            for j in range(n_d):
+                inside_box = np.nonzero(
+                    (pcc_xy[:, 0] >= db[j, 0]) & (pcc_xy[:, 0] <= db[j, 2]) & (pcc_xy[:, 1] >= db[j, 1]) & (pcc_xy[:, 1] <= db[j, 3])
+                )[0]
+                if len(inside_box):
+                    hit[j, inside_box] = points_in_polygon(det_quads[j], pcc_xy[inside_box, 0], pcc_xy[inside_box, 1])
+
+    def pcc_counts() -> np.ndarray:  # (n_g, n_d): PCCs of ground truth i inside detection j
+        out = np.zeros((n_g, n_d), dtype=np.int64)
+        for j in range(n_d):
+            if hit[j].any():
+                out[:, j] = np.bincount(owner[hit[j]], minlength=n_g)
+        return out
+
+    pcc_sum = pcc_counts()
     ap_ok = ap >= AREA_PRECISION_CONSTRAINT
 
     det_dc = [False] * n_d
@@ -224,29 +236,34 @@ def evaluate_image(
     det_valid = [j for j in range(n_d) if not det_dc[j]]
 
     passes = ap_ok & (pcc_sum > 0)
+    passes_per_gt = passes.sum(axis=1)
+    passes_per_det = passes.sum(axis=0)
     match = np.zeros((n_g, n_d), dtype=bool)
     matches = []
-    for i in gt_valid:  # one-to-one: counts over *all* boxes, as the reference's njit helper
-        for j in det_valid:
-            if passes[i, j] and passes[i].sum() == 1 and passes[:, j].sum() == 1:
-                matches.append(((i,), (j,), "one-to-one"))
+    for i in gt_valid:  # one-to-one: uniqueness counted over *all* boxes, as the reference's helper
+        if passes_per_gt[i] != 1:
+            continue
+        j = int(np.argmax(passes[i]))  # the only detection it passes with
+        if not det_dc[j] and passes_per_det[j] == 1:
+            matches.append(((i,), (j,), "one-to-one"))
+    det_valid_mask = ~np.array(det_dc, dtype=bool)
+    gt_valid_mask = ~np.array(gt_dc, dtype=bool)
     for i in gt_valid:  # one-to-many (split)
-        dets = [j for j in det_valid if passes[i, j]]
+        dets = np.nonzero(passes[i] & det_valid_mask)[0].tolist() if n_d else []
         if len(dets) >= 2:
             matches.append(((i,), tuple(dets), "one-to-many"))
     for j in det_valid:  # many-to-one (merge)
-        gts = [i for i in gt_valid if pcc_sum[i, j] > 0]
+        gts = np.nonzero((pcc_sum[:, j] > 0) & gt_valid_mask)[0].tolist()
         if len(gts) >= 2 and sum(float(ap[i, j]) for i in gts) >= AREA_PRECISION_CONSTRAINT:
             matches.append((tuple(gts), (j,), "many-to-one"))
     for gts, dets, _ in matches:
         for i in gts:
             for j in dets:
                 match[i, j] = True
-    for i in range(n_g):  # forget PCC hits of pairs that did not match
-        for j in range(n_d):
-            if not match[i, j]:
-                pcc_hit[i][j][:] = False
-                pcc_sum[i, j] = 0
+    # Forget PCC hits of pairs that did not match.
+    if n_d and len(pcc_xy):
+        hit &= match[owner].T
+    pcc_sum = pcc_counts()
 
     gts_per_det = match.sum(axis=0)
     dets_per_gt = match.sum(axis=1)
@@ -255,12 +272,11 @@ def evaluate_image(
     num_char_gt = sum(len(gt_text[i]) for i in gt_valid)
 
     # Detection: each ground-truth character counts once, whichever matched detection holds it.
-    found = [np.zeros(len(p), dtype=bool) for p in gt_pccs]
+    found = np.zeros(len(pcc_xy), dtype=bool)
     for j in det_valid:
         if gts_per_det[j] > 0:
-            for i in np.nonzero(match[:, j])[0]:
-                found[i] |= pcc_hit[i][j]
-    det_tp = int(sum(f.sum() for f in found))
+            found |= hit[j]
+    det_tp = int(found.sum())
     num_char_det = int(pcc_sum[:, det_valid].sum()) if n_g and det_valid else 0
     num_char_det += sum(false_positive_chars(det_regions[j].points) for j in det_valid if gts_per_det[j] == 0)
     det_counts = CharCounts(num_char_gt, num_char_det, det_tp, gran_recall, gran_precision)
@@ -276,7 +292,7 @@ def evaluate_image(
             if len(unordered) == 1:
                 break
             for j in unordered:
-                if pcc_hit[i][j][k]:
+                if hit[j, offsets[i] + k]:
                     ordered.append(j)
                     unordered.remove(j)
                     break

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from varco_ocr.document import Document, Page, write_atomic
-from varco_ocr.eval.datasets import decode_text_file, unquote_transcription
+from varco_ocr.eval.datasets import _QUOTED, decode_text_file, unquote_transcription
 from varco_ocr.eval.regions import EvalDataError, TextRegion, reading_order_text
 
 
@@ -177,6 +177,14 @@ def _fmt(v: float) -> str:
     return str(int(v))
 
 
+def quote_transcription(text: str) -> str:
+    """Inverse of the RRC readers' unquoting: a text that itself looks quoted (``"Yes"``) is wrapped in
+    quotes with ``\\`` and ``"`` escaped, so every reader gets the original back."""
+    if _QUOTED.match(text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
 def rrc_lines(regions: Sequence[TextRegion], with_text: bool = True, ltrb: bool = False) -> str:
     lines = []
     for r in regions:
@@ -190,7 +198,7 @@ def rrc_lines(regions: Sequence[TextRegion], with_text: bool = True, ltrb: bool 
         if with_text:
             if r.dont_care:
                 text = "###"
-            lines.append(",".join(coords + [text]))
+            lines.append(",".join(coords + [quote_transcription(text)]))
         else:
             lines.append(",".join(coords))
     return "\n".join(lines) + ("\n" if lines else "")
