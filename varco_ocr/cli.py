@@ -290,6 +290,67 @@ def ground_command(
             typer.echo(f"{b.phrase}\t{' '.join(map(str, b.bbox))}")
 
 
+@app.command("ask", help="Ask a question about one or several pages (images, PDFs, TIFFs; up to 12 by default).\n\n"
+             "Example: varco-ocr ask contract.pdf --pages 1-4 \"계약 기간은 언제부터 언제까지인가요?\"")
+def ask_command(
+    args: List[str] = typer.Argument(..., help="Input files, then the question (with --chat the question may come "
+                                     "from stdin).", show_default=False),
+    pages: Optional[str] = typer.Option(None, "--pages", help="Pages of PDFs and TIFFs, e.g. 1-4 (from 1)."),
+    dpi: float = typer.Option(150.0, "--dpi", help="Resolution PDF pages are rendered at."),
+    password: Optional[str] = typer.Option(None, "--password", help="Password of encrypted PDFs."),
+    max_images: int = typer.Option(12, "--max-images", help="Page budget: most images in one question."),
+    max_context: Optional[int] = typer.Option(None, "--max-context", help="Context length, if not the model's."),
+    stream: bool = typer.Option(False, "--stream", help="Print the answer as it is generated."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON record per answer: question, answer, sources, "
+                                 "model, tokens."),
+    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Token budget of one answer."),
+    temperature: float = typer.Option(0.0, "--temperature", help="Sample at this temperature (0: greedy)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the model's own)."),
+    chat: bool = typer.Option(False, "--chat", help="Then read follow-up questions from stdin until an empty line."),
+    model: str = typer.Option("NCSOFT/VARCO-VISION-2.0-1.7B", "--model", "-m", help="Hub id or local model folder."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    min_long_side: int = MinLongSideOpt,
+    max_grid: int = MaxGridOpt,
+    max_pixels: int = MaxPixelsOpt,
+) -> None:
+    from varco_ocr import ask
+    from varco_ocr.inputs import parse_page_ranges
+
+    paths, question = [Path(a) for a in args[:-1]], args[-1]
+    if chat and Path(question).exists():  # `ask doc.pdf --chat`: every question comes from stdin
+        paths, question = [Path(a) for a in args], None
+    if question is not None and not question.strip():
+        raise fail("the question is empty")
+    if max_new_tokens < 1 or max_images < 1 or temperature < 0 or dpi <= 0:
+        raise fail("--max-new-tokens, --max-images and --dpi must be positive, --temperature not negative")
+    try:
+        ranges = parse_page_ranges(pages) if pages else None
+        collected = ask.collect_pages(paths, ranges, dpi=dpi, password=password, max_pixels=max_pixels or None,
+                                      max_images=max_images)
+    except ask.AskError as e:
+        raise fail(str(e))
+    except (ValueError, VarcoOCRError) as e:
+        raise fail(str(e), EXIT_FAILED_INPUT)
+    engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels)
+    asker = ask.LocalAsker(engine, collected, system=system, max_context=max_context)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def read_line() -> Optional[str]:
+        line = sys.stdin.readline()
+        return line if line else None
+
+    try:
+        ask.run_session(asker, question, chat=chat, stream=stream, as_json=as_json, max_new_tokens=max_new_tokens,
+                        temperature=temperature, model_name=engine.model_name, read_line=read_line, write=write,
+                        prompt_mark=lambda: typer.echo("> ", err=True, nl=False) if sys.stdin.isatty() else None)
+    except VarcoOCRError as e:
+        raise fail(str(e))
+
+
 @app.command("export", help="Convert saved JSON documents into other formats, no model needed.\n\n"
              "Example: varco-ocr export out/book.json --format hocr,alto,pdf,overlay -o out/")
 def export_command(
