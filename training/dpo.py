@@ -559,14 +559,15 @@ def run_dpo(cfg, settings: DPOSettings):
     for what, value in (("model (--model)", cfg.model), ("data (--data)", cfg.data), ("output folder (-o)", cfg.output_dir)):
         if not value:
             raise TrainingError(f"no {what} given")
+    # The data first: a bad file fails in a second, before any model is loaded.
+    budget = BadSampleBudget(cfg.max_bad_samples, cfg.max_bad_fraction)
+    pairs = read_preference_pairs(cfg.data, budget, cfg.max_images_per_sample)
     env = init_distributed()
     torch.manual_seed(cfg.seed)
     model, processor = load_model_and_processor(cfg.model, env)
     model_spec.configure_resolution(processor, model.config, cfg.max_grid, cfg.anyres)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     _write_run_base(cfg, model, processor, env)
-    budget = BadSampleBudget(cfg.max_bad_samples, cfg.max_bad_fraction)
-    pairs = read_preference_pairs(cfg.data, budget, cfg.max_images_per_sample)
     encoder = ConversationEncoder(processor, cfg.context_length, cfg.overlong, budget, cfg.fixed_resolution)
     stream = SampleStream(len(pairs), cfg.seed, env.rank, env.world_size)
     pad = processor.tokenizer.pad_token_id

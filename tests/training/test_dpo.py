@@ -331,3 +331,29 @@ def test_precomputed_reference_gives_the_live_reference_losses(tiny, tmp_path):
     assert len(live.losses) == len(cached.losses) == 3
     for a, b in zip(live.losses, cached.losses):
         assert a == pytest.approx(b, abs=1e-5)
+
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_dpo_runs_with_precomputed_reference_and_reports_bad_data_in_one_line(tiny, tmp_path):
+    folder, processor = tiny
+    data, _, _ = _encoded(tmp_path, processor, TRAIN_PAIRS)
+    common = ["--set", "global_batch_size=2", "--set", "micro_batch_size=2", "--set", "activation_checkpointing=false",
+              "--set", "context_length=4096", "--set", "save_every=0"]
+    ok = _cli(["dpo", "--model", str(folder), "--data", str(data), "-o", str(tmp_path / "run"), "--max-steps", "1",
+               "--precompute-ref", "--sft-weight", "0.2", *common])
+    assert ok.exit_code == 0, ok.output
+    assert "dpo: 1 steps" in ok.stdout
+    assert (tmp_path / "run" / "reference_logps.pt").is_file() and (tmp_path / "run" / "config.json").is_file()
+
+    broken = _write_pairs(tmp_path, [{"prompt": "q", "chosen": "same", "rejected": "same"}], name="broken.jsonl")
+    bad = _cli(["dpo", "--model", str(folder), "--data", str(broken), "-o", str(tmp_path / "bad"), *common])
+    assert bad.exit_code != 0
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broken.jsonl:1" in lines[0], bad.stderr

@@ -194,3 +194,29 @@ def test_parsers():
     assert parse_size("123") == 123
     with pytest.raises(MergeError):
         parse_size("lots")
+
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_merge_writes_the_mean_and_refuses_mismatches_in_one_line(two_tiny_models, tmp_path):
+    a, b = two_tiny_models
+    ok = _cli(["merge", str(a), str(b), "--weights", "0.5,0.5", "-o", str(tmp_path / "m")])
+    assert ok.exit_code == 0, ok.output
+    ta, tb, merged = _raw_tensors(a), _raw_tensors(b), _raw_tensors(tmp_path / "m")
+    assert torch.equal(merged[HEAD], (ta[HEAD] + tb[HEAD]) / 2)
+
+    bad = _rewrite_tensor(b, tmp_path / "bad", HEAD, torch.zeros(7, 32))
+    result = _cli(["merge", str(a), str(bad), "-o", str(tmp_path / "m2")])
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot merge: tensor 'language_model.lm_head.weight' has shape")
+    assert "Traceback" not in result.output
+    ties = _cli(["merge", str(b), "--method", "ties", "--base", str(a), "--density", "0.3", "-o", str(tmp_path / "t")])
+    assert ties.exit_code == 0, ties.output
+    assert json.loads((tmp_path / "t" / "merge_info.json").read_text())["density"] == 0.3
