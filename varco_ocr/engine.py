@@ -111,6 +111,27 @@ def _fail_fast_when_unreachable(model: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def page_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool]:
+    """An answer's words in pixels of a ``width`` x ``height`` image, and whether it was cut short
+    (ended inside an entry, hit the token limit or the loop guard)."""
+    answer = parse_ocr_answer(gen.text)
+    words = []
+    for pw in answer.words:
+        conf = gen.confidences[pw.entry] if pw.entry < len(gen.confidences) else None
+        words.append(Word(text=pw.text, bbox=to_pixels(pw.box, width, height), confidence=None if conf is None else round(conf, 4)))
+    return words, answer.truncated or gen.hit_token_limit or gen.looped
+
+
+def page_from_generation(
+    gen: Generation, *, width: int, height: int, index: int = 0, dpi: float | None = None, keep_raw: bool = False
+) -> Page:
+    """Parse an answer and build the page in original-image pixels: the one page assembly every
+    backend (local engine, OpenAI-compatible server) goes through, so they yield the same document."""
+    words, truncated = page_words(gen, width, height)
+    return build_page(words, index=index, width=width, height=height, truncated=truncated,
+                      raw=gen.text if keep_raw else None, dpi=dpi)
+
+
 class OCREngine:
     """Load a VARCO-VISION-2.0 model once and OCR images with it.
 
@@ -132,6 +153,7 @@ class OCREngine:
         keep_raw: bool = False,
         loop_guard: bool = True,
         attn_implementation: str | None = None,
+        split_truncated: bool = False,
     ) -> None:
         import torch
         from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
@@ -144,6 +166,7 @@ class OCREngine:
         self.max_pixels = max_pixels
         self.keep_raw = keep_raw
         self.loop_guard = loop_guard
+        self.split_truncated = split_truncated  # re-read truncated pages as bands (varco_ocr.bands)
         _fail_fast_when_unreachable(self.model_name)
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_name)
@@ -236,20 +259,7 @@ class OCREngine:
 
     def page_from_generation(self, gen: Generation, *, width: int, height: int, index: int = 0, dpi: float | None = None) -> Page:
         """Parse an answer and build the page in original-image pixels."""
-        answer = parse_ocr_answer(gen.text)
-        words = []
-        for pw in answer.words:
-            conf = gen.confidences[pw.entry] if pw.entry < len(gen.confidences) else None
-            words.append(Word(text=pw.text, bbox=to_pixels(pw.box, width, height), confidence=None if conf is None else round(conf, 4)))
-        return build_page(
-            words,
-            index=index,
-            width=width,
-            height=height,
-            truncated=answer.truncated or gen.hit_token_limit or gen.looped,
-            raw=gen.text if self.keep_raw else None,
-            dpi=dpi,
-        )
+        return page_from_generation(gen, width=width, height=height, index=index, dpi=dpi, keep_raw=self.keep_raw)
 
     def ocr(self, image: ImageSource, index: int = 0) -> Page:
         """OCR one image (a path, bytes, file object or PIL image)."""
@@ -278,7 +288,22 @@ class OCREngine:
             for i, gen in zip(chunk, gens):
                 w, h = loaded[i].size
                 pages[i] = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
+        if self.split_truncated:
+            from varco_ocr.bands import reread_in_bands
+
+            for i, page in enumerate(pages):
+                if page is not None and page.truncated:
+                    pages[i] = reread_in_bands(loaded[i], page, lambda bands: self._read_bands(bands, batch_size))
         return [p for p in pages if p is not None]
+
+    def _read_bands(self, images: Sequence[Image.Image], batch_size: int) -> list[tuple[list[Word], bool]]:
+        """Words (in band pixels) and cut-short flag of each band image, for varco_ocr.bands."""
+        out: list[tuple[list[Word], bool]] = []
+        for start in range(0, len(images), max(1, batch_size)):
+            chunk = images[start : start + max(1, batch_size)]
+            gens = self.generate([prepare_for_model(im, self.min_long_side) for im in chunk], model_spec.OCR_PROMPT)
+            out.extend(page_words(gen, *im.size) for gen, im in zip(gens, chunk))
+        return out
 
     def ground(self, image: ImageSource, phrase: str) -> tuple[list[GroundedBox], GroundingAnswer]:
         """Boxes for ``phrase`` (the ``<gro>`` task), in original-image pixels."""

@@ -14,10 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--hidden", type=int, default=32)
     tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument("--ordinary-tags", action="store_true",
+                      help="task tags as ordinary added tokens (they survive servers that strip special tokens)")
     args = parser.parse_args(argv)
     from varco_ocr.testing.tiny_model import write_tiny_model
 
-    out = write_tiny_model(args.out_dir, seed=args.seed, hidden=args.hidden, layers=args.layers)
+    out = write_tiny_model(args.out_dir, seed=args.seed, hidden=args.hidden, layers=args.layers, ordinary_tags=args.ordinary_tags)
     print(out)
     return 0
 

@@ -24,11 +24,15 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 600):
+def build_tokenizer(vocab_size: int = 600, ordinary_tags: bool = False):
+    """``ordinary_tags``: VARCO's task tags (``<char>``, ``<bbox>``, ...) become ordinary added tokens
+    instead of special ones. They stay atomic, but survive decoding with ``skip_special_tokens=True``,
+    which is what servers that strip special tokens (``transformers serve``) do to every answer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = [model_spec.END_OF_TEXT, model_spec.IM_START, model_spec.IM_END, *model_spec.SPECIAL_TOKENS, "<video>"]
+    special_tags = () if ordinary_tags else model_spec.TASK_TOKENS
+    specials = [model_spec.END_OF_TEXT, model_spec.IM_START, model_spec.IM_END, model_spec.IMAGE_TOKEN, *special_tags, "<video>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -43,8 +47,10 @@ def build_tokenizer(vocab_size: int = 600):
         tokenizer_object=tok,
         eos_token=model_spec.IM_END,
         pad_token=model_spec.END_OF_TEXT,
-        additional_special_tokens=[model_spec.IM_START, *model_spec.SPECIAL_TOKENS, "<video>"],
+        additional_special_tokens=[model_spec.IM_START, model_spec.IMAGE_TOKEN, *special_tags, "<video>"],
     )
+    if ordinary_tags:
+        fast.add_tokens(list(model_spec.TASK_TOKENS))  # atomic, but not special
     fast.padding_side = "left"
     fast.chat_template = model_spec.CHAT_TEMPLATE
     return fast
@@ -107,14 +113,15 @@ def build_config(tokenizer, hidden: int = 32, layers: int = 2, max_grid: int = m
     )
 
 
-def write_tiny_model(out_dir: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """Write a loadable model folder (config, safetensors, tokenizer, processor) to ``out_dir``."""
+def write_tiny_model(out_dir: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2, ordinary_tags: bool = False) -> Path:
+    """Write a loadable model folder (config, safetensors, tokenizer, processor) to ``out_dir``
+    (``ordinary_tags``: see :func:`build_tokenizer`)."""
     import torch
     from transformers import GenerationConfig, LlavaOnevisionForConditionalGeneration
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(ordinary_tags=ordinary_tags)
     processor = build_processor(tokenizer)
     config = build_config(tokenizer, hidden=hidden, layers=layers)
     torch.manual_seed(seed)

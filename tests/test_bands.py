@@ -1,0 +1,95 @@
+"""Truncation recovery: band planning and the de-duplicating merge (pure), hand-computed."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from varco_ocr.bands import Band, band_count, merge_band_words, plan_bands, reread_in_bands
+from varco_ocr.document import Word
+from varco_ocr.layout import build_page
+
+
+def test_bands_cover_the_page_with_the_overlap_between_neighbours():
+    assert plan_bands(1000, 2, 100) == [Band(0, 550), Band(450, 1000)]
+    assert plan_bands(1000, 3, 100) == [Band(0, 400), Band(300, 700), Band(600, 1000)]
+    assert plan_bands(1000, 1, 100) == [Band(0, 1000)]
+    # an overlap larger than half the page is capped, so bands still advance
+    assert plan_bands(100, 2, 80) == [Band(0, 75), Band(25, 100)]
+    with pytest.raises(ValueError):
+        plan_bands(0, 2, 10)
+
+
+@given(height=st.integers(10, 20000), count=st.integers(1, 8), overlap=st.integers(0, 400))
+@settings(max_examples=200, deadline=None)
+def test_band_plans_always_tile_the_page(height, count, overlap):
+    bands = plan_bands(height, count, overlap)
+    assert bands[0].top == 0 and bands[-1].bottom == height
+    assert len(bands) == min(count, height - min(overlap, height // 2))
+    for a, b in zip(bands, bands[1:]):
+        assert a.top < b.top <= a.bottom  # consecutive bands touch or overlap, and advance
+
+
+def test_band_count_follows_how_far_the_answer_got():
+    assert band_count(3000, 1000) == 4  # 1.25 * 3000 / 1000 = 3.75
+    assert band_count(3000, 2900) == 2  # nearly read: at least two bands
+    assert band_count(3000, 100) == 8  # capped
+    assert band_count(3000, 0) == 8  # nothing read (a loop from the start)
+
+
+def test_merge_keeps_each_place_once_preferring_readings_away_from_cuts():
+    bands = [Band(0, 550), Band(450, 1000)]
+    first = [
+        Word("A", (10, 100, 60, 130)),
+        Word("B", (10, 480, 60, 510), 0.9),  # whole, inside the overlap: 40 px from the cut at 550
+        Word("Cu", (10, 530, 60, 550)),  # cut by the band's bottom edge
+    ]
+    second = [  # band coordinates: add 450
+        Word("B", (11, 31, 60, 61), 0.8),  # the same word, 31 px below the cut at 450
+        Word("Cut", (10, 80, 70, 115)),  # the whole reading of the cut word
+        Word("D", (10, 300, 60, 330)),
+    ]
+    merged = merge_band_words(bands, [first, second], 1000)
+    assert sorted((w.text, w.bbox, w.confidence) for w in merged) == [
+        ("A", (10, 100, 60, 130), None),
+        ("B", (10, 480, 60, 510), 0.9),
+        ("Cut", (10, 530, 70, 565), None),
+        ("D", (10, 750, 60, 780), None),
+    ]
+
+
+def test_reread_of_a_simulated_reader_recovers_every_word():
+    """A reader that sees only what a crop shows: words wholly inside are read exactly, words cut by
+    the crop edge are read as their visible part (shorter text, clipped box). The merge must give
+    back every word of the page exactly once."""
+    page_words = [Word(f"w{row}-{col}", (20 + 150 * col, 30 + 70 * row, 140 + 150 * col, 70 + 70 * row))
+                  for row in range(28) for col in range(3)]
+    image = Image.new("RGB", (500, 2000), "white")
+
+    def read(crops_and_bands):
+        out = []
+        for crop, band in crops_and_bands:
+            seen = []
+            for w in page_words:
+                top, bottom = max(w.bbox[1], band.top), min(w.bbox[3], band.bottom)
+                if bottom - top <= 0:
+                    continue
+                whole = (top, bottom) == (w.bbox[1], w.bbox[3])
+                seen.append(Word(w.text if whole else w.text[:-1], (w.bbox[0], top - band.top, w.bbox[2], bottom - band.top)))
+            out.append((seen, False))
+        return out
+
+    # The first answer stopped a third of the way down.
+    first = build_page(page_words[:27], index=0, width=500, height=2000, truncated=True)
+    state = {}
+
+    def ocr_images(crops):
+        bands = plan_bands(2000, band_count(2000, max(w.bbox[3] for w in first.words)), 120)
+        state["bands"] = bands
+        assert [c.size for c in crops] == [(500, b.height) for b in bands]
+        return read(list(zip(crops, bands)))
+
+    page = reread_in_bands(image, first, ocr_images, overlap=120)
+    assert len(state["bands"]) == 4
+    assert sorted((w.text, w.bbox) for w in page.words) == sorted((w.text, w.bbox) for w in page_words)
+    assert not page.truncated and (page.width, page.height) == (500, 2000)
