@@ -99,11 +99,11 @@ def test_cord_bad_word_is_reported(tmp_path):
         load_cord(tmp_path)
 
 
-def test_funsd_annotation_empty_words_are_dont_care():
+def test_funsd_annotation_drops_empty_words():
     ann = {"form": [{"words": [{"box": [1, 2, 30, 12], "text": "Date:"}, {"box": [40, 2, 60, 12], "text": ""}]},
                     {"words": [{"box": [1, 20, 30, 30], "text": "Name"}]}]}
     regions, text = parse_funsd_annotation(ann)
-    assert [r.dont_care for r in regions] == [False, True, False]
+    assert [r.text for r in regions] == ["Date:", "Name"]
     assert regions[0].ltrb == (1, 2, 30, 12)
     assert text == "Date:\nName"
 

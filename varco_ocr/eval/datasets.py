@@ -204,8 +204,9 @@ def _load_cord_parquet(files: Iterable[Path], max_images: int | None) -> list[Sa
 
 
 def parse_funsd_annotation(annotation: dict[str, Any], path: str | Path = "<funsd>") -> tuple[list[TextRegion], str]:
-    """Word boxes of every entity. A word with empty text is kept as do-not-care (docTR drops it):
-    a detection over it is then neither rewarded nor penalised."""
+    """Word boxes of every entity. Words with empty text are dropped, as docTR's FUNSD loader does:
+    some are large blank-field boxes that cover real words, and as do-not-care regions they would make
+    the RRC rule ignore correct detections of the words inside them."""
     if not isinstance(annotation, dict) or not isinstance(annotation.get("form"), list):
         raise EvalDataError(path, "not a FUNSD annotation (no form list)")
     regions: list[TextRegion] = []
@@ -218,8 +219,8 @@ def parse_funsd_annotation(annotation: dict[str, Any], path: str | Path = "<funs
                 text = str(word["text"]).strip()
             except (KeyError, TypeError, ValueError) as e:
                 raise EvalDataError(path, f"form[{ei}].words[{wi}]: missing or bad box/text ({e})") from None
-            regions.append(TextRegion.from_ltrb(x1, y1, x2, y2, text, dont_care=not text))
             if text:
+                regions.append(TextRegion.from_ltrb(x1, y1, x2, y2, text))
                 words.append(text)
         if words:
             entity_texts.append(" ".join(words))
