@@ -389,6 +389,13 @@ def export_command(
         raise typer.Exit(EXIT_FAILED_INPUT)
 
 
+from varco_ocr.eval.command import eval_command  # noqa: E402  (registered here, lives in varco_ocr/eval)
+
+app.command("eval", help="Score OCR on ICDAR2015, ICDAR2013, CORD or FUNSD with the standard protocols "
+            "(CLEval, RRC detection/end-to-end, DetEval, CER), from saved predictions or by running the model.\n\n"
+            "Example: varco-ocr eval icdar2015 --data ~/data/icdar2015-test --predictions preds.zip --json report.json")(eval_command)
+
+
 def _default_to_ocr(argv: list[str]) -> list[str]:
     """`varco-ocr IMAGE...` -> `varco-ocr ocr IMAGE...`; subcommands and --help pass through."""
     if not argv:
