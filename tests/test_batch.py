@@ -302,3 +302,60 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model_dir):
     assert _log(out)[-1]["event"] == "run-end" and _log(out)[-1]["interrupted"] is True
     for r in done:
         Document.load(out / f"{Path(r['source']).stem}.json")
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "varco_ocr", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_cli_export_converts_saved_json_without_a_model(tmp_path):
+    from exporters.conftest import document_from_pdf_text
+
+    text_pdf = write_text_pdf(tmp_path / "text.pdf")
+    (tmp_path / "scans").mkdir()
+    scanned = write_scanned_pdf(text_pdf, tmp_path / "scans" / "book.pdf")
+    doc = document_from_pdf_text(text_pdf, dpi=150)
+    # a relative source, as typed in tmp_path; the JSON was saved in another folder
+    (tmp_path / "results").mkdir()
+    Document(source="scans/book.pdf", pages=doc.pages, model=doc.model).save(tmp_path / "results" / "book.json")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # HF_HUB_OFFLINE and no cached weights: loading any model would fail, so success means none was loaded
+    lost = _cli("export", str(tmp_path / "results" / "book.json"), "--format", "pdf", "-o", str(tmp_path / "out"), cwd=elsewhere)
+    assert lost.returncode == 1 and "source scans/book.pdf of the document not found" in lost.stderr
+    found = _cli("export", str(tmp_path / "results" / "book.json"), "--format", "txt", "--source", str(scanned), cwd=elsewhere)
+    assert found.returncode == 0 and (tmp_path / "results" / "book.txt").exists()  # default: beside the JSON
+    result = _cli("export", "results/book.json", "--format", "hocr,alto,pdf,overlay", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "book.alto.xml", "book.hocr", "book.p0001.overlay.png", "book.p0002.overlay.png", "book.p0003.overlay.png", "book.pdf"
+    ]
+    with pymupdf.open(tmp_path / "out" / "book.pdf") as pdf:
+        assert [[w[4] for w in page.get_text("words", sort=False)] for page in pdf] == [[w.text for w in p.words] for p in doc.pages]
+    bad = _cli("export", "results/book.json", "--format", "docx", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == "varco-ocr: unknown format 'docx' (choose from json, txt, hocr, alto, pdf, overlay)"
+
+
+def test_cli_batch_options_and_resume(tmp_path, tiny_model_dir):
+    scans = _scans(tmp_path / "scans")
+    pdf = pymupdf.open()
+    pdf.new_page(width=200, height=200)
+    pdf.save(scans / "secret.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="pw", owner_pw="owner")
+    common = ["--model", str(tiny_model_dir), "--max-new-tokens", "8", "--min-long-side", "0", "--max-grid", "1", "--dpi", "40"]
+    first = _cli("scans", "-o", "out", "--format", "json,alto", "--glob", "*.pdf", "--pages", "1,3", "--batch-size", "4", *common, cwd=tmp_path)
+    assert first.returncode == 1  # secret.pdf failed
+    assert "secret.pdf: the PDF is encrypted; give its password with --password" in first.stderr
+    assert "done scans/book.pdf" in first.stderr and "Traceback" not in first.stderr
+    assert [p.index for p in Document.load(tmp_path / "out" / "book.json").pages] == [0, 2]
+    assert not (tmp_path / "out" / "receipt.json").exists()  # --glob kept only PDFs
+    second = _cli("scans", "-o", "out", "--format", "json,alto", "--glob", "*.pdf", "--pages", "1,3", "--password", "pw", *common, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "done scans/secret.pdf" in second.stderr and "done scans/book.pdf" not in second.stderr  # book.pdf skipped
+    unwritable = _cli("scans", "-o", "scans/receipt.png/out", *common, cwd=tmp_path)
+    assert unwritable.returncode == 2 and unwritable.stderr.startswith("varco-ocr: output folder scans/receipt.png/out is not writable")
+    text = _cli("scans/book.pdf", "--pages", "2", *common, cwd=tmp_path)  # no -o: text on stdout, no log written
+    assert text.returncode == 0 and not list(scans.rglob(LOG_NAME))

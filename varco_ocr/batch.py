@@ -92,7 +92,9 @@ class BatchOptions:
     password: str | None = None
     overwrite: bool = False
     batch_size: int = 4
-    prefetch: int | None = None  # pages rendered ahead of the model; default 2 x batch_size
+    # Pages rendered ahead of the model (the queue bound); default one batch: while the model reads a
+    # batch the producer renders the next, and at most about two batches of pages are alive at once.
+    prefetch: int | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     model: str | None = None  # recorded in each Document; defaults to the backend's model_name
     # Everything else that changes the OCR result (min_long_side, max_grid, max_new_tokens, keep_raw,
@@ -486,7 +488,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
         log.append({"event": "run", "formats": list(options.formats), "documents": len(todo), "skipped": summary.count("skipped")})
 
     batch_size = max(1, options.batch_size)
-    pages_queue: queue.Queue[Any] = queue.Queue(maxsize=options.prefetch or 2 * batch_size)
+    pages_queue: queue.Queue[Any] = queue.Queue(maxsize=options.prefetch or batch_size)
     producer = _PageProducer(todo, options, pages_queue)
     states: dict[int, _DocState] = {}
     pending: list[_DocPage] = []
