@@ -31,7 +31,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -278,20 +277,27 @@ class DPOObjective:
     """
 
     def __init__(self, reference, beta: float = DEFAULT_BETA, sft_weight: float = 0.0,
-                 chunk_size: int = DEFAULT_TOKEN_CHUNK, vocab_chunk: int | None = DEFAULT_VOCAB_CHUNK):
+                 chunk_size: int = DEFAULT_TOKEN_CHUNK, vocab_chunk: int | None = DEFAULT_VOCAB_CHUNK,
+                 use_liger: bool = False):
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
         if sft_weight < 0:
             raise ValueError(f"sft_weight must be >= 0, got {sft_weight}")
+        if use_liger and (sft_weight > 0 or not isinstance(reference, LiveReference)):
+            # Liger needs the reference's hidden states (not cached log-probs), and normalises its NLL term
+            # over the micro-batch's tokens, which would change the meaning of --sft-weight.
+            raise ValueError("the Liger DPO loss needs a live reference and no --sft-weight")
         self.reference, self.beta, self.sft_weight = reference, beta, sft_weight
         self.chunk_size, self.vocab_chunk = chunk_size, vocab_chunk
-
+        self.use_liger = use_liger
         self.recorder: StepMetricsRecorder | None = None
 
     def units(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["pair_index"].numel())
 
     def __call__(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.use_liger:
+            return self._liger_call(model, batch)
         pairs = self.units(batch)
         policy = answer_logprobs(model, batch, self.chunk_size, self.vocab_chunk)
         ref_chosen, ref_rejected = self.reference.logprobs(batch)
@@ -313,6 +319,30 @@ class DPOObjective:
             sft_sum = chosen_nll.sum()
             loss_sum = loss_sum + self.sft_weight * sft_sum
             metrics["loss/sft"] = sft_sum.item()
+        if self.recorder is not None:
+            self.recorder.add(metrics, pairs)
+        return loss_sum, metrics
+
+    def _liger_call(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        pairs = self.units(batch)
+        hidden, weight = final_hidden_states(model, **model_inputs(batch))
+        ref_hidden, ref_weight = self.reference.hidden_states(batch)
+        labels = batch["labels"][:, 1:].to(hidden.device)
+        loss_mean, aux = liger_dpo_loss(hidden[:, :-1], weight, ref_hidden[:, :-1].to(hidden.device),
+                                        ref_weight.to(hidden.device), labels, self.beta)
+        chosen_logps, rejected_logps = aux[0], aux[1]
+        chosen_rewards, rejected_rewards = aux[-2], aux[-1]
+        margins = chosen_rewards - rejected_rewards
+        loss_sum = loss_mean * pairs
+        metrics = {
+            "loss/dpo": loss_sum.item(),
+            "rewards/chosen": chosen_rewards.sum().item(),
+            "rewards/rejected": rejected_rewards.sum().item(),
+            "rewards/margins": margins.sum().item(),
+            "rewards/accuracies": (margins > 0).float().sum().item(),
+            "logps/chosen": chosen_logps.detach().sum().item(),
+            "logps/rejected": rejected_logps.detach().sum().item(),
+        }
         if self.recorder is not None:
             self.recorder.add(metrics, pairs)
         return loss_sum, metrics
@@ -374,6 +404,12 @@ class LiveReference:
             p.requires_grad_(False)
         self.device = torch.device(device)
         self.chunk_size, self.vocab_chunk = chunk_size, vocab_chunk
+
+    @torch.no_grad()
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(final hidden states, lm_head weight) of the reference, for Liger's fused DPO loss."""
+        local = {k: v.to(self.device) for k, v in model_inputs(batch).items()}
+        return final_hidden_states(self.model, **local)
 
     @torch.no_grad()
     def logprobs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -495,18 +531,14 @@ def load_or_compute_reference_cache(cache_path: Path, fingerprint: str, compute)
 
 def liger_dpo_loss(policy_hidden, policy_weight, ref_hidden, ref_weight, labels, beta: float = DEFAULT_BETA):
     """Liger's fused DPO loss over a concatenated (chosen; rejected) batch of aligned hidden states and
-    labels. It projects one pair's full (length x vocab) logits per chunk, so at long contexts it
-    uses more memory than ``sequence_logprobs``; it is here for speed on CUDA when installed."""
+    labels: (mean loss over pairs, Liger's aux outputs: chosen/rejected log-probs, ..., chosen/rejected
+    rewards). It projects one pair's full (length x vocab) logits per chunk, so at long contexts it uses
+    more memory than ``sequence_logprobs``: opt-in (``--dpo-loss liger``) for speed on CUDA."""
     from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
 
     loss_fn = LigerFusedLinearDPOLoss(beta=beta, use_ref_model=True, compiled=policy_hidden.is_cuda)
-    out = loss_fn(policy_weight, policy_hidden, labels, ref_input=ref_hidden, ref_weight=ref_weight)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def mean_metrics(history: Sequence[dict[str, float]]) -> dict[str, float]:
-    keys = {k for m in history for k in m}
-    return {k: sum(m[k] for m in history if k in m) / max(1, sum(k in m for m in history)) for k in sorted(keys)}
+    loss, aux = loss_fn(policy_weight, policy_hidden, labels, ref_input=ref_hidden, ref_weight=ref_weight)
+    return loss, aux
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -521,8 +553,13 @@ class DPOSettings:
     precompute_ref: bool = False
     ref_device: str = "cpu"  # where the live reference copy lives and runs
     ref_cache: str | None = None  # default: OUTPUT/reference_logps.pt
+    loss_impl: str = "chunked"  # or "liger": Liger's fused DPO loss (CUDA speed; live reference only)
 
     def validate(self) -> DPOSettings:
+        if self.loss_impl not in ("chunked", "liger"):
+            raise DataError(f"--dpo-loss must be chunked or liger (got {self.loss_impl!r})")
+        if self.loss_impl == "liger" and (self.precompute_ref or self.sft_weight > 0):
+            raise DataError("--dpo-loss liger needs the live reference and no --sft-weight")
         if not self.beta > 0:
             raise DataError(f"--beta must be positive (got {self.beta})")
         if self.sft_weight < 0:
@@ -591,7 +628,7 @@ def run_dpo(cfg, settings: DPOSettings):
     else:
         reference = LiveReference(model, settings.ref_device, chunk)
     model = prepare_model(model, cfg, env)
-    objective = DPOObjective(reference, settings.beta, settings.sft_weight, chunk)
+    objective = DPOObjective(reference, settings.beta, settings.sft_weight, chunk, use_liger=settings.loss_impl == "liger")
     objective.recorder = StepMetricsRecorder(
         Path(cfg.output_dir) / "dpo_metrics.jsonl", cfg.accumulation_steps(env.world_size), _resumed_step(cfg.output_dir)
     )

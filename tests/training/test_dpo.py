@@ -209,9 +209,35 @@ def test_liger_dpo_agrees_with_sequence_logprobs_dpo_when_installed():
     ours_pol = sequence_logprobs(hidden, weight, labels.clamp_min(0), labels != -100).total
     ours_ref = sequence_logprobs(ref_hidden, weight.detach(), labels.clamp_min(0), labels != -100).total
     ours = sigmoid_dpo(ours_pol[:2], ours_pol[2:], ours_ref[:2], ours_ref[2:]).losses.mean()
-    theirs = liger_dpo_loss(hidden, weight, ref_hidden, weight.detach(), labels)
+    theirs, aux = liger_dpo_loss(hidden, weight, ref_hidden, weight.detach(), labels)
     assert liger is not None
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(aux[0], ours_pol[:2].detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_liger_objective_matches_chunked_objective_on_the_tiny_model(tiny, tmp_path):
+    pytest.importorskip("liger_kernel.chunked_loss")
+    folder, processor = tiny
+    _, _, encoded = _encoded(tmp_path, processor)
+    batch = collate_pairs(encoded, processor.tokenizer.pad_token_id)
+    model = _load(folder)
+    reference = LiveReference(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    results = []
+    for use_liger in (False, True):
+        loss, metrics = DPOObjective(reference, use_liger=use_liger)(model, batch)
+        grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+        results.append((loss, metrics, grads))
+    (loss_a, metrics_a, grads_a), (loss_b, metrics_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-5, rtol=1e-5)
+    assert metrics_a["rewards/margins"] == pytest.approx(metrics_b["rewards/margins"], abs=1e-5)
+    for a, b in zip(grads_a, grads_b):
+        if a is not None and b is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="live reference and no --sft-weight"):
+        DPOObjective(reference, sft_weight=0.2, use_liger=True)
 
 
 # --- reference cache -----------------------------------------------------------------------------
