@@ -5,7 +5,8 @@ ground truth (exact copy; jittered boxes with text errors, dropped words and fal
 words merged into one box; line-level boxes; words split in two), this script writes the RRC zips
 once and scores the SAME zips with
   - ours: varco_ocr.eval (rrc_detection, rrc_e2e generic / word spotting, cleval det / e2e);
-  - the official RRC scripts (Task 4.1 localisation, Task 4.4 end-to-end), run from --rrc-dir with
+  - the official RRC scripts (Task 4.1 localisation, Task 4.4 end-to-end, ICDAR2013 DetEval on the
+    boxes' bounding rectangles), run from --rrc-dir with
     --ref-python (they need Polygon3 and numpy, e.g. the /tmp/cleval-venv interpreter);
   - NAVER's ``cleval`` CLI (``cleval -g GT.zip -s SUBMIT.zip --E2E --TRANSCRIPTION``) from --cleval.
 and prints every figure with the absolute difference. Reference tools that are absent are skipped.
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from varco_ocr.eval import cleval, rrc_detection, rrc_e2e
+from varco_ocr.eval import cleval, deteval, rrc_detection, rrc_e2e
 from varco_ocr.eval.datasets import load_funsd, load_icdar2015
 from varco_ocr.eval.predictions import read_predictions, write_rrc_zip
 from varco_ocr.eval.regions import TextRegion
@@ -189,6 +190,8 @@ def main() -> int:
             samples = loader()
             gt_zip = Path(tmp) / f"{ds_name}-gt.zip"
             write_rrc_zip(gt_zip, {s.key: s.regions for s in samples}, prefix="gt_")
+            gt_ltrb_zip = Path(tmp) / f"{ds_name}-gt-ltrb.zip"  # DetEval knows only rectangles
+            write_rrc_zip(gt_ltrb_zip, {s.key: s.regions for s in samples}, prefix="gt_", ltrb=True)
             # The official scripts map file names to ids with a regex; FUNSD ids are not img_N.
             name_params = {"GT_SAMPLE_NAME_2_ID": r"gt_(.+)\.txt", "DET_SAMPLE_NAME_2_ID": r"res_(.+)\.txt"}
             for v_name in args.variants.split(","):
@@ -198,6 +201,8 @@ def main() -> int:
                 det_zip = Path(tmp) / f"{ds_name}-{v_name}-det.zip"
                 write_rrc_zip(sub_zip, preds, prefix="res_")
                 write_rrc_zip(det_zip, preds, prefix="res_", with_text=False)
+                ltrb_zip = Path(tmp) / f"{ds_name}-{v_name}-ltrb.zip"
+                write_rrc_zip(ltrb_zip, preds, prefix="res_", with_text=False, ltrb=True)
                 # Ours, from the very same zip files.
                 read = read_predictions(sub_zip)
                 images = [(s.regions, read[s.key].regions if s.key in read else ()) for s in samples]
@@ -207,6 +212,8 @@ def main() -> int:
                     "rrc e2e": rrc_e2e.evaluate(images)[0],
                     "rrc e2e ws": rrc_e2e.evaluate(images, word_spotting=True)[0],
                 }
+                read_ltrb = read_predictions(ltrb_zip)
+                ours["deteval"] = deteval.evaluate([(s.regions, read_ltrb[s.key].regions if s.key in read_ltrb else ()) for s in samples])[0]
                 cl, _ = cleval.evaluate(images)
                 ours["cleval det"] = cl.det
                 ours["cleval e2e"] = cl.e2e
@@ -219,6 +226,8 @@ def main() -> int:
                     ref["rrc e2e"] = r or err
                     r, err = run_official(args.ref_python, args.rrc_dir, "script_e2e.py", gt_zip, sub_zip, {**name_params, "WORD_SPOTTING": True})
                     ref["rrc e2e ws"] = r or err
+                    r, err = run_official(args.ref_python, args.rrc_dir, "script_deteval.py", gt_ltrb_zip, ltrb_zip, name_params)
+                    ref["deteval"] = r or err
                 if have_cleval:
                     t1 = time.perf_counter()
                     r, err = run_cleval(args.cleval, gt_zip, sub_zip, tmp)
@@ -244,7 +253,7 @@ def main() -> int:
         t = f"{theirs:10.6f}" if isinstance(theirs, float) else f"{str(theirs)[:10]:>10}"
         d = f"{diff:9.2e}" if diff is not None else f"{'-':>9}"
         print(f"{ds_name:10} {v_name:13} {metric:11} {field:9} {mine:10.6f} {t} {d}")
-    rrc_diffs = [r[6] for r in rows if r[6] is not None and r[2].startswith("rrc")]
+    rrc_diffs = [r[6] for r in rows if r[6] is not None and not r[2].startswith("cleval")]
     cl_diffs = [r[6] for r in rows if r[6] is not None and r[2].startswith("cleval")]
     if rrc_diffs:
         print(f"max |diff| vs official RRC scripts: {max(rrc_diffs):.3e} over {len(rrc_diffs)} figures")

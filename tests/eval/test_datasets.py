@@ -131,3 +131,26 @@ def test_shared_funsd_loads(funsd_test):
     samples = load_funsd(funsd_test)
     assert len(samples) == 50
     assert sum(len(s.regions) for s in samples) > 5000
+
+
+def test_cord_parquet_rows(tmp_path):
+    import io as _io
+
+    buf = _io.BytesIO()
+    Image.new("RGB", (100, 200)).save(buf, format="PNG")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        (tmp_path / "test-00000-of-00001.parquet").write_bytes(b"PAR1")
+        with pytest.raises(EvalDataError, match="needs pyarrow"):
+            load_cord(tmp_path)
+        return
+    table = pa.table({
+        "image": [{"bytes": buf.getvalue(), "path": None}],
+        "ground_truth": [json.dumps(cord_annotation())],
+    })
+    pq.write_table(table, tmp_path / "test-00000-of-00001.parquet")
+    [s] = load_cord(tmp_path)
+    assert s.image_path is None and s.image_bytes == buf.getvalue()
+    assert [r.text for r in s.regions] == ["2", "Coke", "12,000"]
