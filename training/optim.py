@@ -44,7 +44,11 @@ def set_trainable(model: torch.nn.Module, trainable: str) -> dict[str, int]:
     counts = dict.fromkeys(GROUPS, 0)
     for name, p in model.named_parameters():
         group = group_of(name)
-        p.requires_grad_(trainable == "all" or group == "projector")
+        # SigLIP's post-layernorm is never used: LLaVA-OneVision reads the penultimate layer's features,
+        # taken before it. It would get no gradient and no optimizer state, which a resumed optimizer
+        # (whose state is initialised for every trainable parameter) could not find in the checkpoint.
+        unused = group == "vision" and ".post_layernorm." in name
+        p.requires_grad_((trainable == "all" or group == "projector") and not unused)
         if p.requires_grad:
             counts[group] += p.numel()
     return counts

@@ -67,7 +67,9 @@ def all_reduce_sum(value: float | int, env: DistEnv, device: torch.device | None
 def shardable_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The transformer blocks of a LlavaOnevisionForConditionalGeneration: encoder layers, decoder layers."""
     inner = model.model
-    return [*inner.vision_tower.vision_model.encoder.layers, *inner.language_model.layers]
+    tower = inner.vision_tower
+    tower = getattr(tower, "vision_model", tower)  # transformers < 5 nests the encoder one level deeper
+    return [*tower.encoder.layers, *inner.language_model.layers]
 
 
 def apply_fsdp(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
