@@ -21,8 +21,12 @@ Reference model: ``LiveReference`` keeps a frozen copy (no grad) on a chosen dev
 and caches the log-probabilities in a file keyed by a fingerprint of the data, the model and the settings
 that change them, so a rerun reuses the cache and a changed input never does.
 
-``DPOObjective`` is one pluggable step: ``objective(model, batch) -> (loss, metrics)``; ``run_dpo`` drives
-it with the optimiser, schedule, checkpoints and FSDP helpers of ``training.train``.
+``DPOObjective`` plugs into the shared loop of ``training.train`` (``units(batch)`` = pairs;
+``objective(model, batch)`` -> (sum of per-pair losses, metric sums)); ``run_dpo`` drives it with that
+loop's optimiser, constant schedule, FSDP2, activation checkpointing and resumable checkpoints, and
+records per-step rewards, margins and accuracy in ``OUTPUT/dpo_metrics.jsonl``. ``--dpo-loss liger``
+swaps in Liger's fused DPO loss (live reference only): faster on CUDA, but it projects one pair's full
+logits at a time, so the default chunked path is the low-memory one.
 """
 
 from __future__ import annotations
@@ -372,14 +376,8 @@ class StepMetricsRecorder:
 
     def _flush(self) -> None:
         keys = sorted(self._sums)
-        values = torch.tensor([self._sums[k] for k in keys] + [float(self._pairs)], dtype=torch.float64)
-        rank, world = _distributed()
-        if world > 1:
-            backend = torch.distributed.get_backend()
-            device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-            values = values.to(device)
-            torch.distributed.all_reduce(values)
-            values = values.cpu()
+        values = _all_reduce_sum(torch.tensor([self._sums[k] for k in keys] + [float(self._pairs)], dtype=torch.float64))
+        rank, _ = _distributed()
         self.step += 1
         pairs = values[-1].item()
         record = {"step": self.step, "pairs": int(pairs), **{k: values[i].item() / pairs for i, k in enumerate(keys)}}
@@ -473,6 +471,17 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum of a small CPU tensor over ranks (through the GPU under NCCL, which cannot reduce CPU tensors)."""
+    _, world = _distributed()
+    if world == 1:
+        return values
+    on = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else values.device
+    reduced = values.to(on)
+    torch.distributed.all_reduce(reduced)
+    return reduced.to(values.device)
+
+
 @torch.no_grad()
 def compute_reference_logprobs(model: Any, encoded_pair_at, n_pairs: int, pad_token_id: int,
                                chunk_size: int = DEFAULT_TOKEN_CHUNK, vocab_chunk: int | None = DEFAULT_VOCAB_CHUNK,
@@ -495,27 +504,30 @@ def compute_reference_logprobs(model: Any, encoded_pair_at, n_pairs: int, pad_to
     if world > 1:
         # NaN-free sum: each pair was computed by exactly one rank; the others contribute zeros.
         for values in (chosen, rejected):
-            mine = torch.nan_to_num(values, nan=0.0)
-            seen = (~torch.isnan(values)).double()
-            torch.distributed.all_reduce(mine)
-            torch.distributed.all_reduce(seen)
-            values.copy_(torch.where(seen > 0, mine, torch.full_like(mine, float("nan"))))
+            total = _all_reduce_sum(torch.nan_to_num(values, nan=0.0))
+            seen = _all_reduce_sum((~torch.isnan(values)).double())
+            values.copy_(torch.where(seen > 0, total, torch.full_like(total, float("nan"))))
     return CachedReference(chosen.float(), rejected.float())
 
 
 def load_or_compute_reference_cache(cache_path: Path, fingerprint: str, compute) -> CachedReference:
-    """Reuse ``cache_path`` when it holds ``fingerprint``; otherwise ``compute()`` and write it atomically."""
+    """Reuse ``cache_path`` when it holds ``fingerprint``; otherwise ``compute()`` and write it atomically.
+    Under torch.distributed the cache is reused only if every rank can read it, since ``compute`` is
+    collective (ranks split the pairs)."""
+    saved = None
     if cache_path.is_file():
         try:
             saved = torch.load(cache_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file: recompute rather than trust it
             log.warning("%s: unreadable reference cache (%s); recomputing", cache_path, exc)
-            saved = None
-        if saved is not None and saved.get("fingerprint") == fingerprint:
-            log.info("%s: reusing reference log-probabilities", cache_path)
-            return CachedReference(saved["chosen"], saved["rejected"])
-        if saved is not None:
+        if saved is not None and saved.get("fingerprint") != fingerprint:
             log.info("%s: fingerprint changed (data, model or settings differ); recomputing", cache_path)
+            saved = None
+    _, world = _distributed()
+    usable_everywhere = _all_reduce_sum(torch.tensor([float(saved is not None)]))[0].item() == world
+    if usable_everywhere:
+        log.info("%s: reusing reference log-probabilities", cache_path)
+        return CachedReference(saved["chosen"], saved["rejected"])
     reference = compute()
     rank, _ = _distributed()
     if rank == 0:

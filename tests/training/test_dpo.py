@@ -325,6 +325,7 @@ TRAIN_PAIRS = [
 ]
 
 
+@pytest.mark.slow
 def test_a_few_dpo_steps_raise_the_reward_margin(tiny, tmp_path):
     from training.dpo import DPOSettings
 
@@ -346,6 +347,7 @@ def test_a_few_dpo_steps_raise_the_reward_margin(tiny, tmp_path):
     assert 0.0 <= dpo[-1]["rewards/accuracies"] <= 1.0
 
 
+@pytest.mark.slow
 def test_precomputed_reference_gives_the_live_reference_losses(tiny, tmp_path):
     from training.dpo import DPOSettings
 
@@ -367,6 +369,7 @@ def _cli(args):
     return CliRunner().invoke(app, args)
 
 
+@pytest.mark.slow
 def test_cli_dpo_runs_with_precomputed_reference_and_reports_bad_data_in_one_line(tiny, tmp_path):
     folder, processor = tiny
     data, _, _ = _encoded(tmp_path, processor, TRAIN_PAIRS)
