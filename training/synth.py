@@ -151,8 +151,8 @@ def _page_lines(kind: str, lang_of: callable, rng: random.Random, max_words: int
         lines.append(([rng.choice(["TOTAL", "합계"]), _price(rng)], 1.2, "justify"))
     elif kind == "document":
         lines.append(([word() for _ in range(rng.randint(2, 4))], 1.6, "left"))
-        for _ in range(rng.randint(2, 4)):
-            lines.append(([word() for _ in range(rng.randint(8, 20))], 1.0, "wrap"))
+        for _ in range(rng.randint(3, 10)):
+            lines.append(([word() for _ in range(rng.randint(10, 40))], 1.0, "wrap"))
     else:
         for _ in range(rng.randint(1, 2)):
             lines.append(([word() for _ in range(rng.randint(1, 2))], 1.0, "center"))
@@ -198,8 +198,15 @@ def render_page(index: int, kind: str, options: SynthOptions, rng: random.Random
     # Base font size: the lines must fit the height (each line takes ~1.5 sizes).
     total_rel = sum(size for _, size, _ in lines) or 1.0
     base = min((height - 2 * margin) / (1.5 * total_rel * (2.2 if kind == "document" else 1.0)), 0.12 * width if kind != "sign" else 0.25 * width)
+    if kind == "document":
+        base = min(base, width / rng.uniform(35, 50))  # body text, ~10-16 pt on an A4 page
+    elif kind == "receipt":
+        base = min(base, width / rng.uniform(14, 22))
     base = max(6.0, base * (1.0 if options.clean else rng.uniform(0.75, 1.0)))
-    registered: set[str] = set()
+    # Drawing and measuring go through the same Font object (a TextWriter): `insert_text(fontname="korea")`
+    # would pick MuPDF's own CJK font, whose full-width digits do not match Font("korea")'s advances.
+    writer = pymupdf.TextWriter(page.rect)
+    loaded: dict[str, object] = {}
     words_out: list[SynthWord] = []
     y = margin
     for texts, rel, align in lines:
@@ -207,10 +214,9 @@ def render_page(index: int, kind: str, options: SynthOptions, rng: random.Random
         needs_hangul = any(any("\uac00" <= ch <= "\ud7a3" for ch in t) for t in texts)
         candidates = [f for f in fonts if f.hangul or not needs_hangul]
         font_choice = rng.choice(candidates)
-        if font_choice.fontfile and font_choice.name not in registered:
-            page.insert_font(fontname=font_choice.name, fontfile=font_choice.fontfile)
-            registered.add(font_choice.name)
-        font = pymupdf.Font(fontfile=font_choice.fontfile) if font_choice.fontfile else pymupdf.Font(font_choice.name)
+        if font_choice.name not in loaded:
+            loaded[font_choice.name] = pymupdf.Font(fontfile=font_choice.fontfile) if font_choice.fontfile else pymupdf.Font(font_choice.name)
+        font = loaded[font_choice.name]
         ascent, descent = font.ascender * size, font.descender * size  # descender is negative
         space = font.text_length(" ", size) or 0.3 * size
         widths = [font.text_length(t, size) for t in texts]
@@ -244,12 +250,13 @@ def render_page(index: int, kind: str, options: SynthOptions, rng: random.Random
                 x = margin
                 gaps = [space] * len(row)
             for k, i in enumerate(row):
-                page.insert_text((x, baseline), texts[i], fontname=font_choice.name, fontsize=size, color=ink)
-                x0, x1 = x, x + widths[i]
+                _, end = writer.append((x, baseline), texts[i], font=font, fontsize=size)
+                x0, x1 = x, end.x
                 y0, y1 = baseline - ascent, baseline - descent
                 words_out.append(SynthWord(texts[i], ((x0, y0), (x1, y0), (x1, y1), (x0, y1))))
                 x = x1 + gaps[k]
             y += (ascent - descent) * (1.25 if options.clean else rng.uniform(1.15, 1.6))
+    writer.write_text(page, color=ink)
     pix = page.get_pixmap(alpha=False)
     image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
     doc.close()
