@@ -262,6 +262,35 @@ def lm_head_weight_of(model: Any) -> torch.Tensor:
     return weight
 
 
+def _is_fsdp_sharded(model: Any) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return isinstance(model, FSDPModule)
+
+
+def _check_images_on_every_rank_or_none(has_images: bool, device: torch.device | None) -> None:
+    """Under FSDP2 every rank must run the same sharded modules in the same order: a micro-batch
+    without images skips the vision tower's all-gathers while another rank runs them, and the run
+    hangs or dies in gloo/NCCL. Detect it (one tiny all-reduce) and say so instead."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    count = torch.tensor([float(has_images)], device=on)
+    dist.all_reduce(count)
+    if 0 < count.item() < dist.get_world_size():
+        from training.data import DataError
+
+        raise DataError(
+            f"rank {dist.get_rank()}: {int(count.item())} of {dist.get_world_size()} ranks have images in this "
+            "micro-batch; under FSDP every micro-batch must have images on all ranks or on none "
+            "(keep text-only samples in a separate data file/run)"
+        )
+
+
 def final_hidden_states(model: Any, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` (a LlavaOnevisionForConditionalGeneration, possibly FSDP2-wrapped) and return
     (last normed hidden states (B, T, H), lm_head weight (V, H)) without computing any logits.
@@ -273,6 +302,8 @@ def final_hidden_states(model: Any, **inputs: Any) -> tuple[torch.Tensor, torch.
     """
     inputs.pop("labels", None)
     device = inputs["input_ids"].device if "input_ids" in inputs else None
+    if _is_fsdp_sharded(model):
+        _check_images_on_every_rank_or_none(inputs.get("pixel_values") is not None, device)
     outputs = model(
         **inputs,
         logits_to_keep=torch.empty(0, dtype=torch.long, device=device),
