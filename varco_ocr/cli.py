@@ -106,6 +106,13 @@ def ocr_command(
     glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern in folders, e.g. '*.pdf'."),
     password: Optional[str] = typer.Option(None, "--password", help="Password of encrypted PDFs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo documents the output folder already has."),
+    server: Optional[List[str]] = typer.Option(
+        None, "--server", help="OpenAI-compatible server URL, e.g. http://gpu1:8000/v1 (repeatable); "
+        "API key from VARCO_OCR_API_KEY or OPENAI_API_KEY."),
+    concurrency: int = typer.Option(8, "--concurrency", help="With --server: most requests in flight."),
+    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds to wait for an answer."),
+    split_truncated: bool = typer.Option(False, "--split-truncated",
+                                         help="Re-read truncated pages as overlapping horizontal bands."),
     model: str = ModelOpt,
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
@@ -117,11 +124,12 @@ def ocr_command(
     from varco_ocr.document import Document
     from varco_ocr.preprocessing import load_image
 
-    if output is not None or formats or pages or any(_needs_batch(p) for p in inputs):
-        # Documents (PDF, TIFF, folders) and output folders go through the resumable batch runner.
+    if server or output is not None or formats or pages or any(_needs_batch(p) for p in inputs):
+        # Documents (PDF, TIFF, folders), output folders and servers go through the resumable batch runner.
         engine_args = (model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
+        server_args = (server, concurrency, timeout) if server else None
         raise typer.Exit(_run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password,
-                                    overwrite, max_pixels, engine_args))
+                                    overwrite, max_pixels, engine_args, server_args, split_truncated))
     if output is not None:
         _check_output_dir(output)
     images, sources, failed = [], [], 0
@@ -134,6 +142,7 @@ def ocr_command(
             failed += 1
     if images:
         engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
+        engine.split_truncated = split_truncated
         pages = engine.ocr_batch(images, batch_size=batch_size)
         docs = [Document(source=str(src), pages=(page,), model=engine.model_name) for src, page in zip(sources, pages)]
         _emit(docs, as_json, output)
@@ -148,7 +157,7 @@ def _needs_batch(path: Path) -> bool:
 
 
 def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password, overwrite, max_pixels,
-               engine_args) -> int:
+               engine_args, server_args=None, split_truncated=False) -> int:
     """The `ocr` command for documents and output folders: varco_ocr.batch (resume, progress, log)."""
     from varco_ocr import batch
     from varco_ocr.exporters import parse_formats
@@ -168,7 +177,7 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         out_dir=output, formats=chosen, pages=ranges, dpi=dpi, glob=glob, password=password, overwrite=overwrite,
         batch_size=batch_size, max_pixels=max_pixels or None, model=model,
         settings={"max_new_tokens": max_new_tokens, "min_long_side": min_long_side, "max_grid": max_grid,
-                  "keep_raw": keep_raw},
+                  "keep_raw": keep_raw, **({"split_truncated": True} if split_truncated else {})},
         progress="auto" if output is not None else "none",
     )
     def make_engine():
@@ -176,12 +185,27 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
 
         _, device, dtype, _, _, _, _, _ = engine_args
         return OCREngine(model=model, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                         min_long_side=min_long_side, max_grid=max_grid, max_pixels=max_pixels or None, keep_raw=keep_raw)
+                         min_long_side=min_long_side, max_grid=max_grid, max_pixels=max_pixels or None, keep_raw=keep_raw,
+                         split_truncated=split_truncated)
 
+    backend = batch.LazyBackend(make_engine, model_name=model)
+    if server_args is not None:
+        backend = _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixels, keep_raw, split_truncated)
+        options.model = backend.model_name
+        # Enough pages per runner batch to keep every request slot busy while the next batch is read.
+        options.batch_size = max(batch_size, 2 * backend.concurrency)
     try:
-        summary = batch.run(inputs, batch.LazyBackend(make_engine, model_name=model), options)
+        summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:
         raise fail(str(e), EXIT_USAGE)
+    finally:
+        if server_args is not None:
+            backend.close()
+    if server_args is not None and output is not None:
+        for st in backend.stats():
+            typer.echo(f"varco-ocr: {st.url}: {st.pages} pages, {st.failed_attempts} failed attempts", err=True)
+        if backend.not_ocr:
+            typer.echo(f"varco-ocr: {backend.not_ocr} pages got an answer that is not OCR (kept with zero words)", err=True)
     if output is None:
         for outcome in summary.outcomes:
             if outcome.error:
@@ -190,6 +214,23 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
                 typer.echo(f"varco-ocr: {outcome.source}: {page_error}", err=True)
         _emit(summary.documents, as_json, None)
     return summary.exit_code
+
+
+def _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixels, keep_raw, split_truncated):
+    """The OpenAI-compatible server backend, or exit 2 with one line (bad URL, no model found)."""
+    from varco_ocr.server import ServerBackend
+
+    urls, concurrency, timeout = server_args
+    try:
+        return ServerBackend(
+            urls, model=None if model == model_spec.DEFAULT_MODEL else model, concurrency=concurrency, timeout=timeout,
+            max_new_tokens=max_new_tokens, min_long_side=min_long_side, max_pixels=max_pixels or None,
+            keep_raw=keep_raw, split_truncated=split_truncated,
+            notify=lambda message: typer.echo(f"varco-ocr: {message}", err=True))
+    except (VarcoOCRError, ValueError) as e:
+        if model == model_spec.DEFAULT_MODEL and "discover" in str(e):
+            raise fail(f"{e} (e.g. --model {model_spec.DEFAULT_MODEL})")
+        raise fail(str(e))
 
 
 def _check_output_dir(output: Path) -> None:

@@ -10,6 +10,10 @@ it through the real `from_pretrained` path, exactly as they would load NCSOFT's 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from varco_ocr import model_spec
 
@@ -134,3 +138,65 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0, hidden: int = 32, layer
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+# A short OCR answer in VARCO's format: Latin, Hangul and digits, three entries on two lines.
+TAUGHT_ANSWER = (
+    "<char>TOTAL</char><bbox>0.1, 0.2, 0.45, 0.3</bbox>\n"
+    "<char>합계</char><bbox>0.5, 0.21, 0.8, 0.33</bbox>\n"
+    "<char>12,000</char><bbox>0.12, 0.6, 0.4, 0.7</bbox>"
+)
+
+
+def teach_fixed_answer(model_dir: str | Path, images: Sequence["Image.Image"], answer: str = TAUGHT_ANSWER,
+                       max_steps: int = 400, lr: float = 2e-2) -> int:
+    """Train the tiny model in ``model_dir`` (in place) until greedy decoding answers ``<ocr>`` with
+    ``answer`` for each of ``images`` (as the model sees them: already at their model size), so tests
+    get real OCR entries (words, boxes, token probabilities) out of the real generate path, locally and
+    through a server. It memorises: other image sizes get other answers. Returns the steps taken;
+    raises RuntimeError if ``max_steps`` were not enough."""
+    import torch
+    from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": model_spec.OCR_PROMPT}]}],
+        add_generation_prompt=True,
+    )
+    examples = []
+    for im in images:
+        full = processor(images=[[im]], text=[prompt + answer + model_spec.IM_END], return_tensors="pt")
+        prompt_only = processor(images=[[im]], text=[prompt], return_tensors="pt")
+        labels = full["input_ids"].clone()
+        labels[:, : prompt_only["input_ids"].shape[1]] = -100  # learn the answer and its end-of-turn token only
+        examples.append((full, labels, prompt_only))
+    answer_len = examples[0][0]["input_ids"].shape[1] - examples[0][2]["input_ids"].shape[1]
+
+    def learned() -> bool:
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for _, _, prompt_only in examples:
+                    out = model.generate(**prompt_only, max_new_tokens=answer_len + 2, do_sample=False)
+                    text = processor.tokenizer.decode(out[0, prompt_only["input_ids"].shape[1]:], skip_special_tokens=False)
+                    if text.split(model_spec.IM_END)[0] != answer or model_spec.IM_END not in text:
+                        return False
+            return True
+        finally:
+            model.train()
+
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(1, max_steps + 1):
+        inputs, labels, _ = examples[step % len(examples)]
+        loss = model(**inputs, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if loss.item() < 0.05 and step % 10 == 0 and learned():
+            model.eval()
+            model.save_pretrained(model_dir)
+            return step
+    raise RuntimeError(f"the tiny model did not learn the answer in {max_steps} steps")

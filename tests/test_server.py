@@ -1,0 +1,415 @@
+"""The server backend against real servers on loopback.
+
+- A real ``transformers serve`` process serving tiny models (one with VARCO's tags as ordinary tokens, so
+  they survive that server's special-token stripping, and the same weights with the tags special, as in
+  VARCO's own tokenizer), driven through the CLI's ``--server``; its words and boxes equal the local
+  engine's for the same weights and inputs.
+- A small in-process OpenAI-compatible HTTP server (http.server in a thread) for the faults a real
+  server cannot be made to show on demand: killed mid-batch, 500s then recovery, hung (timeouts), and
+  for the log-probability -> confidence mapping. Every server is stopped in its fixture's teardown;
+  waits are bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from varco_ocr import batch, model_spec
+from varco_ocr.cli import app
+from varco_ocr.engine import OCREngine
+from varco_ocr.server import ServerBackend, ServerError, confidences_from_logprobs, looks_tag_stripped, normalise_url
+
+pytestmark = pytest.mark.slow
+
+# The two page sizes the taught tiny model memorised its answer for (already at --min-long-side 384).
+TAUGHT_SIZES = [(384, 96), (384, 160)]
+TAUGHT_WORDS_384x96 = [("TOTAL", (38, 19, 173, 29)), ("합계", (192, 20, 307, 32)), ("12,000", (46, 58, 154, 67))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# A real `transformers serve` on loopback
+# ------------------------------------------------------------------------------------------------
+
+
+def mark_tags_special(src: Path, dst: Path) -> Path:
+    """The same weights and token ids, with VARCO's task tags special as in the real tokenizer."""
+    shutil.copytree(src, dst)
+    tok = json.loads((dst / "tokenizer.json").read_text(encoding="utf-8"))
+    for added in tok["added_tokens"]:
+        if added["content"] in model_spec.TASK_TOKENS:
+            added["special"], added["normalized"] = True, False
+    (dst / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
+    cfg = json.loads((dst / "tokenizer_config.json").read_text(encoding="utf-8"))
+    cfg["extra_special_tokens"] = list(cfg.get("extra_special_tokens", [])) + list(model_spec.TASK_TOKENS)
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def taught_models(tmp_path_factory):
+    """Tiny models that answer <ocr> with three real entries for the taught page sizes."""
+    import torch
+
+    torch.set_num_threads(1)
+    from varco_ocr.testing.tiny_model import teach_fixed_answer, write_tiny_model
+
+    root = tmp_path_factory.mktemp("served")
+    ordinary = write_tiny_model(root / "ordinary-tags", ordinary_tags=True)
+    teach_fixed_answer(ordinary, [Image.new("RGB", size, "white") for size in TAUGHT_SIZES])
+    return {"ordinary": ordinary, "special": mark_tags_special(ordinary, root / "special-tags")}
+
+
+@pytest.fixture(scope="module")
+def transformers_server(taught_models, tmp_path_factory):
+    """`transformers serve` on 127.0.0.1 (not pinned: the request's model folder is loaded)."""
+    if shutil.which("transformers") is None:
+        pytest.skip("the transformers CLI is not installed")
+    port = free_port()
+    cache = tmp_path_factory.mktemp("hf-cache")  # /v1/models scans the cache; it must exist
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    log = open(cache / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [shutil.which("transformers"), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"transformers serve exited: {(cache / 'serve.log').read_text(errors='replace')[-2000:]}")
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("transformers serve did not come up within 180 s")
+                time.sleep(0.5)
+        yield url + "/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+FAST = ["--min-long-side", "384", "--max-new-tokens", "96"]
+
+
+def test_server_pages_equal_the_local_engine(transformers_server, taught_models, samples):
+    model = str(taught_models["ordinary"])
+    images = [Image.new("RGB", size, "white") for size in TAUGHT_SIZES] + [Image.open(samples / "receipt.png")]
+    notes: list[str] = []
+    backend = ServerBackend([transformers_server], model=model, concurrency=2, timeout=120, min_long_side=384,
+                            max_new_tokens=96, keep_raw=True, notify=notes.append)
+    try:
+        served = backend.ocr_batch(images, indices=[0, 1, 2])
+    finally:
+        backend.close()
+    local = OCREngine(model, max_new_tokens=96, min_long_side=384, keep_raw=True).ocr_batch(images, indices=[0, 1, 2])
+    assert [(w.text, w.bbox) for w in served[0].words] == TAUGHT_WORDS_384x96
+    for s, l in zip(served, local):
+        assert s.error is None
+        assert [(w.text, w.bbox) for w in s.words] == [(w.text, w.bbox) for w in l.words]
+        assert [ln.text for ln in s.lines] == [ln.text for ln in l.lines]
+        assert (s.width, s.height, s.truncated, s.raw) == (l.width, l.height, l.truncated, l.raw)
+    # transformers serve refuses skip_special_tokens and ignores logprobs: said once each, confidences null
+    assert all(w.confidence is None for w in served[0].words)
+    assert all(w.confidence is not None for w in local[0].words)
+    assert sum("no log-probabilities" in n for n in notes) == 1
+    assert sum("refuses skip_special_tokens" in n for n in notes) == 1
+
+
+def test_cli_batch_of_documents_through_the_server(transformers_server, taught_models, samples, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i, size in enumerate(TAUGHT_SIZES):
+        Image.new("RGB", size, "white").save(docs / f"page{i}.png")
+    shutil.copy(samples / "three-pages.pdf", docs / "three-pages.pdf")
+    out = tmp_path / "out"
+    res = run_cli("ocr", docs, "-o", out, "--format", "json,txt", "--server", transformers_server, "--model",
+                  taught_models["ordinary"], "--concurrency", "2", "--dpi", "36", *FAST)
+    assert res.exit_code == 0, res.output
+    page0 = json.loads((out / "page0.json").read_text(encoding="utf-8"))
+    assert [(w["text"], tuple(w["bbox"])) for w in page0["pages"][0]["words"]] == TAUGHT_WORDS_384x96
+    assert page0["model"] == str(taught_models["ordinary"])
+    pdf = json.loads((out / "three-pages.json").read_text(encoding="utf-8"))
+    assert [p["index"] for p in pdf["pages"]] == [0, 1, 2]  # page order kept
+    assert (out / "page1.txt").read_text(encoding="utf-8").startswith("TOTAL")
+    assert "pages, 0 failed attempts" in res.stderr
+    # resume: everything is done, nothing is sent again
+    again = run_cli("ocr", docs, "-o", out, "--format", "json,txt", "--server", transformers_server, "--model",
+                    taught_models["ordinary"], "--dpi", "36", *FAST)
+    assert again.exit_code == 0 and ": 0 pages" in again.stderr
+
+
+def test_cli_single_image_json_through_the_server(transformers_server, taught_models, tmp_path):
+    image = tmp_path / "receipt.png"
+    Image.new("RGB", (192, 80), "white").save(image)  # upscaled to 384x160: a taught size
+    res = run_cli("ocr", image, "--json", "--server", transformers_server, "--model", taught_models["ordinary"], *FAST)
+    assert res.exit_code == 0, res.output
+    words = json.loads(res.stdout)["pages"][0]["words"]
+    assert [w["text"] for w in words] == ["TOTAL", "합계", "12,000"]
+    assert words[0]["bbox"] == [19, 16, 86, 24]  # 0.1, 0.2, 0.45, 0.3 of 192 x 80
+
+
+def test_stripped_tags_are_detected_with_the_fix(transformers_server, taught_models, tmp_path):
+    image = tmp_path / "page.png"
+    Image.new("RGB", TAUGHT_SIZES[0], "white").save(image)
+    res = run_cli("ocr", image, "--json", "--server", transformers_server, "--model", taught_models["special"], *FAST)
+    assert res.exit_code == 1
+    assert "removed the <char>/<bbox> tags" in res.stderr and "skip_special_tokens: false" in res.stderr
+    assert "no OCR tags" in res.stderr and "Traceback" not in res.output
+
+
+# ------------------------------------------------------------------------------------------------
+# A fake OpenAI-compatible server for faults
+# ------------------------------------------------------------------------------------------------
+
+
+def answer_for(width: int) -> tuple[str, list[dict]]:
+    """An answer naming the page width, with per-token log-probabilities as vLLM returns them."""
+    tokens = [("<char>", -0.01), ("W", -0.1), (str(width), -0.7), ("</char>", -0.01), ("<bbox>", -0.01),
+              ("0.1, 0.2, 0.5, 0.4", -0.05), ("</bbox>", -0.01)]
+    return "".join(t for t, _ in tokens), [{"token": t, "logprob": lp} for t, lp in tokens]
+
+
+class FakeServer:
+    """Behaviours: ``fail_first`` 500s, then answers; ``hang`` never answers in time; ``die_after`` answers
+    then stops listening. Records every request."""
+
+    def __init__(self, *, fail_first: int = 0, hang: bool = False, die_after: int | None = None, reject_fields=()):
+        self.fail_first, self.hang, self.die_after, self.reject_fields = fail_first, hang, die_after, set(reject_fields)
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.answered = 0
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def reply(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.reply(200, {"object": "list", "data": [{"id": "NCSOFT/VARCO-VISION-2.0-1.7B-OCR"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.requests.append(body)
+                    fake.headers.append(dict(self.headers))
+                    n = len(fake.requests)
+                refused = fake.reject_fields & set(body)
+                if refused:
+                    return self.reply(422, {"detail": f"Unexpected fields in the request: {refused}"})
+                if n <= fake.fail_first:
+                    return self.reply(500, {"error": "warming up"})
+                if fake.hang:
+                    fake.release.wait(5)  # bounded: teardown releases it at once
+                    return
+                url = body["messages"][0]["content"][0]["image_url"]["url"]
+                width = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size[0]
+                text, logprobs = answer_for(width)
+                self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                              "finish_reason": "stop", "logprobs": {"content": logprobs}}]})
+                with fake.lock:
+                    fake.answered += 1
+                    dying = fake.die_after is not None and fake.answered >= fake.die_after
+                if dying:
+                    threading.Thread(target=fake.stop, daemon=True).start()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.stopped = False
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.release.set()
+            self.httpd.shutdown()
+            self.httpd.server_close()  # nothing listens any more: connections are refused
+
+
+@pytest.fixture()
+def fake_servers():
+    made: list[FakeServer] = []
+
+    def make(**kwargs) -> FakeServer:
+        made.append(FakeServer(**kwargs))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+def backend(urls, **kwargs) -> ServerBackend:
+    defaults = dict(concurrency=4, timeout=5, retries=3, backoff=0.01, rest_seconds=30, min_long_side=0)
+    return ServerBackend(urls, **{**defaults, **kwargs})
+
+
+def page_images(n: int) -> list[Image.Image]:
+    return [Image.new("RGB", (100 + i, 50), "white") for i in range(n)]
+
+
+def width_of(page) -> int:
+    return int(page.words[0].text[1:])
+
+
+def test_confidences_come_from_logprobs_as_locally(fake_servers):
+    server = fake_servers()
+    b = backend([server.url], model="m")
+    page = b.ocr_batch([Image.new("RGB", (123, 50), "white")])[0]
+    b.close()
+    # the word's text tokens are "W" (-0.1) and "123" (-0.7): the minimum probability
+    assert [(w.text, w.bbox, w.confidence) for w in page.words] == [("W123", (12, 10, 62, 20), round(math.exp(-0.7), 4))]
+    body = server.requests[0]
+    assert body["temperature"] == 0 and body["skip_special_tokens"] is False and body["logprobs"] is True
+    assert body["messages"][0]["content"][1] == {"type": "text", "text": "<ocr>"}
+    assert body["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert confidences_from_logprobs(["<char>", "a", "</char>", "<char>", "</char>"], [0.0, -1.0, 0.0, 0.0, 0.0]) == [
+        pytest.approx(math.exp(-1.0)), None]
+
+
+def test_model_discovery_order_and_api_key(fake_servers, monkeypatch):
+    server = fake_servers()
+    monkeypatch.setenv("VARCO_OCR_API_KEY", "sk-secret-123")
+    b = backend([server.url.removesuffix("/v1")])  # the /v1 is added
+    assert b.model_name == "NCSOFT/VARCO-VISION-2.0-1.7B-OCR"
+    pages = b.ocr_batch(page_images(9), indices=list(range(9)))
+    b.close()
+    assert [width_of(p) for p in pages] == [100 + i for i in range(9)]  # input order, whatever finished first
+    assert all(h["Authorization"] == "Bearer sk-secret-123" for h in server.headers)
+    assert normalise_url("http://h:8000/v1/") == "http://h:8000/v1"
+    with pytest.raises(ValueError):
+        normalise_url("gpu1:8000")
+
+
+def test_refused_fields_are_dropped_once(fake_servers):
+    server = fake_servers(reject_fields={"skip_special_tokens"})
+    notes: list[str] = []
+    b = backend([server.url], model="m", notify=notes.append, concurrency=1)
+    pages = b.ocr_batch(page_images(3))
+    b.close()
+    assert all(p.error is None and p.words for p in pages)
+    assert sum("skip_special_tokens" in r for r in server.requests) == 1  # refused once, then never sent
+    assert sum("refuses skip_special_tokens" in n for n in notes) == 1
+
+
+def test_500s_then_recovery(fake_servers):
+    server = fake_servers(fail_first=3)
+    b = backend([server.url], model="m", concurrency=1)
+    pages = b.ocr_batch(page_images(3))
+    b.close()
+    assert [width_of(p) for p in pages] == [100, 101, 102]
+    assert len(server.requests) == 6 and b.stats()[0].failed_attempts == 3
+
+
+def test_killed_server_pages_go_to_the_other(fake_servers):
+    dying, healthy = fake_servers(die_after=2), fake_servers()
+    b = backend([dying.url, healthy.url], model="m", concurrency=2)
+    pages = b.ocr_batch(page_images(12), indices=list(range(12)))
+    b.close()
+    assert all(p.error is None for p in pages) and [width_of(p) for p in pages] == [100 + i for i in range(12)]
+    counts = {s.url: s.pages for s in b.stats()}
+    assert counts[dying.url] <= 2 and counts[healthy.url] >= 10 and sum(counts.values()) == 12
+
+
+def test_hung_server_times_out_and_its_pages_go_elsewhere(fake_servers):
+    hung, healthy = fake_servers(hang=True), fake_servers()
+    b = backend([hung.url, healthy.url], model="m", concurrency=2, timeout=0.5)
+    started = time.monotonic()
+    pages = b.ocr_batch(page_images(4))
+    b.close()
+    assert all(p.error is None for p in pages)
+    assert time.monotonic() - started < 30  # bounded: at most a few timeouts, not a hang
+    assert b.stats()[0].failed_attempts >= 1 and b.stats()[1].pages == 4
+
+
+def test_failed_pages_are_recorded_and_resume_completes_them(fake_servers, tmp_path, monkeypatch):
+    monkeypatch.setenv("VARCO_OCR_API_KEY", "sk-secret-123")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        Image.new("RGB", (100 + i, 40), "white").save(docs / f"d{i}.png")
+    out = tmp_path / "out"
+    options = batch.BatchOptions(out_dir=out, formats=("json",), batch_size=4, progress="none")
+
+    hung = fake_servers(hang=True)
+    b = backend([hung.url], model="m", timeout=0.3, retries=1)
+    first = batch.run([docs], b, options)
+    b.close()
+    assert [o.status for o in first.outcomes] == ["failed"] * 3 and first.exit_code == 1
+    records = [json.loads(l) for l in (out / batch.LOG_NAME).read_text().splitlines()]
+    failures = [r for r in records if r.get("status") == "failed"]
+    assert len(failures) == 3 and all("OCR failed on the server" in r["page_errors"][0] for r in failures)
+    assert "sk-secret-123" not in (out / batch.LOG_NAME).read_text()
+    hung.stop()
+
+    healthy = fake_servers()
+    b = backend([healthy.url], model="m")
+    second = batch.run([docs], b, options)
+    b.close()
+    assert [o.status for o in second.outcomes] == ["done"] * 3 and second.exit_code == 0
+    assert [json.loads((out / f"d{i}.json").read_text())["pages"][0]["words"][0]["text"] for i in range(3)] == [
+        "W100", "W101", "W102"]
+
+
+def test_every_server_dead_is_one_line_per_page_not_a_hang(fake_servers, tmp_path):
+    gone = fake_servers()
+    url = gone.url
+    gone.stop()
+    with pytest.raises(ServerError, match="pass --model"):
+        backend([url])  # discovery needs a live server
+    b = backend([url], model="m", retries=2)
+    pages = b.ocr_batch(page_images(2))
+    b.close()
+    assert all(p.error and "cannot connect" in p.error for p in pages)
+
+
+def test_tag_stripped_answers_are_recognised():
+    assert looks_tag_stripped("TOTAL0.1, 0.2, 0.45, 0.3\n합계0.5, 0.21, 0.8, 0.33")
+    assert not looks_tag_stripped("<char>TOTAL</char><bbox>0.1, 0.2, 0.45, 0.3</bbox>")
+    assert not looks_tag_stripped("The total is 12,000 won.")
