@@ -93,3 +93,39 @@ def test_reread_of_a_simulated_reader_recovers_every_word():
     assert len(state["bands"]) == 4
     assert sorted((w.text, w.bbox) for w in page.words) == sorted((w.text, w.bbox) for w in page_words)
     assert not page.truncated and (page.width, page.height) == (500, 2000)
+
+
+@pytest.mark.slow
+def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(tiny_model_dir):
+    """The real engine on the tiny model: a 4-token budget truncates the page; with split_truncated the
+    engine generates once more per planned band (records what generate was given, runs it for real),
+    and the page holds exactly the merge of the bands' words."""
+    import torch
+
+    from varco_ocr import OCREngine
+    from varco_ocr.bands import default_overlap, merge_band_words
+    from varco_ocr.engine import page_words
+
+    torch.set_num_threads(1)
+    image = Image.new("RGB", (384, 300), "white")
+    engine = OCREngine(str(tiny_model_dir), max_new_tokens=4, min_long_side=384, max_grid=2, loop_guard=False)
+    first = engine.ocr(image)
+    assert first.truncated
+    engine.split_truncated = True
+    calls = []
+    real_generate = engine.generate
+
+    def recording_generate(images, task_text, max_new_tokens=None):
+        gens = real_generate(images, task_text, max_new_tokens)
+        calls.append([(im.size, gen) for im, gen in zip(images, gens)])
+        return gens
+
+    engine.generate = recording_generate
+    page = engine.ocr_batch([image], batch_size=8)[0]
+    bands = plan_bands(300, band_count(300, max((w.bbox[3] for w in first.words), default=0)), default_overlap(300))
+    assert len(calls) == 2 and [size for size, _ in calls[1]] == [(384, b.height) for b in bands]
+    band_words = [page_words(gen, *size)[0] for size, gen in calls[1]]
+    expected = merge_band_words(bands, band_words, 300)
+    assert sorted((w.text, w.bbox) for w in page.words) == sorted((w.text, w.bbox) for w in expected)
+    assert page.truncated == any(page_words(gen, *size)[1] for size, gen in calls[1])
+    assert (page.width, page.height) == (384, 300)

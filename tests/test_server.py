@@ -413,3 +413,93 @@ def test_tag_stripped_answers_are_recognised():
     assert looks_tag_stripped("TOTAL0.1, 0.2, 0.45, 0.3\n합계0.5, 0.21, 0.8, 0.33")
     assert not looks_tag_stripped("<char>TOTAL</char><bbox>0.1, 0.2, 0.45, 0.3</bbox>")
     assert not looks_tag_stripped("The total is 12,000 won.")
+
+
+# ------------------------------------------------------------------------------------------------
+# --split-truncated through a server: a fake server that really reads black boxes in the image
+# ------------------------------------------------------------------------------------------------
+
+
+def dense_page() -> tuple[Image.Image, list[tuple[str, tuple[int, int, int, int]]]]:
+    """12 lines of 3 black 'words' (30 px tall, 90 px line pitch); each word's width names it."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (400, 1200), "white")
+    draw = ImageDraw.Draw(image)
+    words = []
+    for k in range(36):
+        line, col = divmod(k, 3)
+        width = 40 + 2 * k
+        box = (10 + 130 * col, 30 + 90 * line, 10 + 130 * col + width, 60 + 90 * line)
+        draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill="black")
+        words.append((f"w{width}", box))
+    return image, words
+
+
+def read_black_boxes(image: Image.Image, limit: int) -> tuple[str, bool]:
+    """What the fake server 'reads': dark boxes (rows, then columns), named by their width; at most
+    ``limit`` entries, then the answer is cut as a token limit would cut it."""
+    import numpy as np
+
+    dark = np.asarray(image.convert("L")) < 128
+    w, h = image.size
+
+    def runs(mask):
+        out, start = [], None
+        for i, v in enumerate(list(mask) + [False]):
+            if v and start is None:
+                start = i
+            elif not v and start is not None:
+                out.append((start, i))
+                start = None
+        return out
+
+    entries = []
+    for top, bottom in runs(dark.any(axis=1)):
+        for left, right in runs(dark[top:bottom].any(axis=0)):
+            entries.append(f"<char>w{right - left}</char><bbox>{left / w:.6f}, {top / h:.6f}, {right / w:.6f}, {bottom / h:.6f}</bbox>")
+    cut = len(entries) > limit
+    return "\n".join(entries[:limit]) + ("\n<char>w" if cut else ""), cut
+
+
+class ReadingServer(FakeServer):
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.sizes: list[tuple[int, int]] = []
+        reading = self
+
+        class Handler(self.httpd.RequestHandlerClass):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                url = body["messages"][0]["content"][0]["image_url"]["url"]
+                image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+                with reading.lock:
+                    reading.sizes.append(image.size)
+                text, cut = read_black_boxes(image, reading.limit)
+                self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                              "finish_reason": "length" if cut else "stop"}]})
+
+        self.httpd.RequestHandlerClass = Handler
+
+
+def test_split_truncated_reads_a_dense_page_completely_through_a_server():
+    from varco_ocr.bands import band_count, plan_bands
+
+    image, truth = dense_page()
+    server = ReadingServer(limit=12)
+    try:
+        plain = backend([server.url], model="m").ocr_batch([image])[0]
+        assert plain.truncated and len(plain.words) == 12
+        b = backend([server.url], model="m", split_truncated=True)
+        page = b.ocr_batch([image])[0]
+        b.close()
+    finally:
+        server.stop()
+    assert not page.truncated and page.error is None
+    assert sorted((w.text, w.bbox) for w in page.words) == sorted(truth)
+    # the page, then its bands: 12 words (4 lines) read down to y=330 of 1200 -> ceil(1.25 * 1200 / 330) = 5
+    # bands, overlapping by max(64, 6% of 1200) = 72 px
+    bands = plan_bands(1200, band_count(1200, 330), 72)
+    assert len(bands) == 5 and len(server.sizes) == 1 + 1 + 5
+    assert sorted(server.sizes[-5:]) == sorted((400, b.height) for b in bands)
