@@ -1,7 +1,7 @@
 """Peak memory of the training losses at VARCO's vocabulary (151,936): plain vs chunked.
 
 Each variant runs forward + backward in its own fresh process; its peak is the growth of the process's
-resident-set high-water mark (``ru_maxrss``) over the level reached after building the inputs, so every
+resident-set high-water mark (VmHWM, reset once the inputs are built) over the resident size then, so every
 figure is "extra memory this loss needed". Printed side by side, with the loss value and gradient
 checksums so you can see the variants computed the same thing.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -33,8 +32,18 @@ CE_VARIANTS = ("ce-plain", "ce-checkpoint", "ce-chunked", "ce-chunked-v")
 DPO_VARIANTS = ("dpo-full", "dpo-chunked")
 
 
-def _rss_peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def _status_mib(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} in /proc/self/status (Linux only)")
+
+
+def _reset_peak_mib() -> float:
+    """Reset the resident high-water mark to the current resident size (Linux clear_refs 5) and return it,
+    so earlier transients (imports, building the inputs) cannot hide the measured step's peak."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mib("VmRSS")
 
 
 def run_variant(variant: str, tokens: int, hidden: int, pairs: int, length: int, chunk: int) -> dict:
@@ -58,7 +67,7 @@ def run_variant(variant: str, tokens: int, hidden: int, pairs: int, length: int,
     # loss's own working memory.
     weight.grad = torch.zeros_like(weight)
     h.grad = torch.zeros_like(h)
-    baseline = _rss_peak_mib()
+    baseline = _reset_peak_mib()
     start = time.perf_counter()
 
     if variant == "ce-plain":
@@ -89,7 +98,7 @@ def run_variant(variant: str, tokens: int, hidden: int, pairs: int, length: int,
     seconds = time.perf_counter() - start
     return {
         "variant": variant,
-        "peak_mib": round(_rss_peak_mib() - baseline, 1),
+        "peak_mib": round(_status_mib("VmHWM") - baseline, 1),
         "seconds": round(seconds, 2),
         "loss": float(loss),
         "grad_h_sum": float(h.grad.double().abs().sum()),
