@@ -503,3 +503,20 @@ def test_split_truncated_reads_a_dense_page_completely_through_a_server():
     bands = plan_bands(1200, band_count(1200, 330), 72)
     assert len(bands) == 5 and len(server.sizes) == 1 + 1 + 5
     assert sorted(server.sizes[-5:]) == sorted((400, b.height) for b in bands)
+
+
+def test_ask_through_the_server_streams_the_same_text(transformers_server, taught_models, tmp_path):
+    paths = []
+    for i, size in enumerate(TAUGHT_SIZES):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.new("RGB", size, "white").save(paths[-1])
+    args = ["ask", *paths, "Which page is taller?", "--server", transformers_server, "--model", taught_models["ordinary"],
+            "--max-new-tokens", "12", "--min-long-side", "384"]
+    plain, streamed, as_json = run_cli(*args), run_cli(*args, "--stream"), run_cli(*args, "--json")
+    assert plain.exit_code == streamed.exit_code == as_json.exit_code == 0, plain.output + streamed.output
+    assert streamed.stdout == plain.stdout and plain.stdout.strip()
+    record = json.loads(as_json.stdout)
+    assert record["answer"] + "\n" == plain.stdout
+    assert [s["page"] for s in record["sources"]] == [1, 1] and record["model"] == str(taught_models["ordinary"])
+    assert record["tokens"]["prompt"] > 2 * 577 and 1 <= record["tokens"]["answer"] <= 12
+    assert record["tokens"]["visual"] is None  # the server reports only totals

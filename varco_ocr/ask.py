@@ -63,7 +63,7 @@ class Turn:
 class Answer:
     text: str
     prompt_tokens: int
-    visual_tokens: int
+    visual_tokens: int | None  # None when a server did the counting (it reports only the totals)
     answer_tokens: int
     hit_token_limit: bool
 

@@ -348,6 +348,9 @@ def ask_command(
     temperature: float = typer.Option(0.0, "--temperature", help="Sample at this temperature (0: greedy)."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the model's own)."),
     chat: bool = typer.Option(False, "--chat", help="Then read follow-up questions from stdin until an empty line."),
+    server: Optional[str] = typer.Option(None, "--server", help="Ask an OpenAI-compatible server instead, e.g. "
+                                         "http://gpu1:8000/v1 (model from its /v1/models unless --model)."),
+    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds to wait for an answer."),
     model: str = typer.Option("NCSOFT/VARCO-VISION-2.0-1.7B", "--model", "-m", help="Hub id or local model folder."),
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
@@ -373,8 +376,20 @@ def ask_command(
         raise fail(str(e))
     except (ValueError, VarcoOCRError) as e:
         raise fail(str(e), EXIT_FAILED_INPUT)
-    engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels)
-    asker = ask.LocalAsker(engine, collected, system=system, max_context=max_context)
+    if server:
+        from varco_ocr.server import ServerAsker, ServerBackend
+
+        try:
+            backend = ServerBackend([server], model=None if model == "NCSOFT/VARCO-VISION-2.0-1.7B" else model,
+                                    concurrency=1, timeout=timeout,
+                                    notify=lambda message: typer.echo(f"varco-ocr: {message}", err=True))
+        except (VarcoOCRError, ValueError) as e:
+            raise fail(str(e))
+        asker, model_name = ServerAsker(backend, collected, system=system, min_long_side=min_long_side), backend.model_name
+    else:
+        engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels)
+        asker = ask.LocalAsker(engine, collected, system=system, max_context=max_context)
+        model_name = engine.model_name
 
     def write(text: str) -> None:
         sys.stdout.write(text)
@@ -386,7 +401,7 @@ def ask_command(
 
     try:
         ask.run_session(asker, question, chat=chat, stream=stream, as_json=as_json, max_new_tokens=max_new_tokens,
-                        temperature=temperature, model_name=engine.model_name, read_line=read_line, write=write,
+                        temperature=temperature, model_name=model_name, read_line=read_line, write=write,
                         prompt_mark=lambda: typer.echo("> ", err=True, nl=False) if sys.stdin.isatty() else None)
     except VarcoOCRError as e:
         raise fail(str(e))

@@ -486,3 +486,94 @@ class ServerBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# `varco-ocr ask` through a server
+# ------------------------------------------------------------------------------------------------
+
+
+class ServerAsker:
+    """A conversation about fixed pages (varco_ocr.ask) answered by an OpenAI-compatible server,
+    streamed when asked. The server applies the chat template and counts the tokens; a prompt over its
+    context comes back as its own one-line refusal."""
+
+    def __init__(self, backend: ServerBackend, pages: Any, system: str | None = None, min_long_side: int = DEFAULT_MIN_LONG_SIDE) -> None:
+        from varco_ocr.ask import Turn, images_for_model
+
+        self.backend = backend
+        self.pages = pages
+        self.system = system
+        self.turns: list[Turn] = []
+        self._image_urls = [image_data_url(im) for im in images_for_model(pages.images, min_long_side)]
+
+    def messages(self, question: str) -> list[dict[str, Any]]:
+        from varco_ocr.ask import build_messages
+
+        out = []
+        for message in build_messages(len(self._image_urls), self.turns, question, self.system):
+            urls = iter(self._image_urls)
+            content = [
+                {"type": "image_url", "image_url": {"url": next(urls)}} if part["type"] == "image" else part
+                for part in message["content"]
+            ]
+            out.append({"role": message["role"], "content": content})
+        return out
+
+    def ask(self, question: str, *, max_new_tokens: int = 1024, temperature: float = 0.0,
+            on_text: Callable[[str], None] | None = None) -> Any:
+        from varco_ocr.ask import Answer, AskError, Turn
+
+        body: dict[str, Any] = {"model": self.backend.model_name, "messages": self.messages(question),
+                                "max_tokens": max_new_tokens, "temperature": temperature}
+        try:
+            if on_text is None:
+                payload = self.backend._with_retries(
+                    lambda server: self.backend._request_json(server.url + "/chat/completions", body), "question")
+                choice = payload["choices"][0]
+                text, finish = choice["message"].get("content") or "", choice.get("finish_reason")
+                usage = payload.get("usage") or {}
+            else:
+                text, finish, usage = self.backend._with_retries(lambda server: self._stream(server, body, on_text), "question")
+        except _Rejected as e:
+            raise AskError(self.backend._redact(f"the server refused the question ({e})")) from None
+        except _Retryable as e:
+            raise AskError(str(e)) from None
+        except (KeyError, IndexError, TypeError) as e:
+            raise AskError(f"unexpected answer from the server ({type(e).__name__}: {e})") from None
+        for t in _END_TOKENS:
+            text = text.replace(t, "")
+        answer = Answer(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0), visual_tokens=None,
+                        answer_tokens=int(usage.get("completion_tokens") or 0), hit_token_limit=finish == "length")
+        self.turns.append(Turn(question, text))
+        return answer
+
+    def _stream(self, server: _Server, body: dict[str, Any], on_text: Callable[[str], None]) -> tuple[str, str | None, dict]:
+        """Server-sent events: ``data: {chunk}`` lines until ``data: [DONE]``. Once text has been
+        printed a failure is final (retrying would print the answer twice)."""
+        pieces: list[str] = []
+        finish, usage = None, {}
+        with self.backend._open(server.url + "/chat/completions", {**body, "stream": True}, self.backend.timeout) as resp:
+            try:
+                for raw in resp:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content") or ""
+                        finish = choice.get("finish_reason") or finish
+                        if piece:
+                            pieces.append(piece)
+                            on_text(piece)
+            except (TimeoutError, socket.timeout, ConnectionError, HTTPException, OSError, json.JSONDecodeError) as e:
+                if pieces:
+                    from varco_ocr.ask import AskError
+
+                    raise AskError(f"the server's stream broke off ({type(e).__name__})") from None
+                raise _Retryable(f"stream failed ({type(e).__name__})") from None
+        return "".join(pieces), finish, usage
