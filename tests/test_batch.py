@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from lxml import etree
 from PIL import Image
 
 from exporters.conftest import write_scanned_pdf, write_text_pdf
+from exporters.pdf_readback import assert_words_match, expected_pages, poppler_words, pymupdf_words
 from varco_ocr.batch import LOG_NAME, BatchOptions, OutputFolderError, run
 from varco_ocr.document import Document
 from varco_ocr.inputs import parse_page_ranges
@@ -114,6 +116,11 @@ def test_folder_of_pdf_tiff_and_image_end_to_end(tmp_path, backend):
             schema.assertValid(etree.parse(str(out / name)))
     with pymupdf.open(out / "book.pdf") as pdf, pymupdf.open(scans / "book.pdf") as src:
         assert len(pdf) == 3 and [p.rotation for p in pdf] == [p.rotation for p in src]
+    for name in ("book", "receipt", "sub/fax"):  # the text layer holds exactly the words the model read
+        searchable, saved = out / f"{name}.pdf", Document.load(out / f"{name}.json")
+        assert_words_match(pymupdf_words(searchable), expected_pages(saved, searchable))
+        if shutil.which("pdftotext"):
+            assert_words_match(poppler_words(searchable), expected_pages(saved, searchable))
     with pymupdf.open(out / "sub" / "fax.pdf") as pdf:
         assert [(round(p.rect.width), round(p.rect.height)) for p in pdf] == [(58, 43), (43, 58)]  # 160 px at 200 dpi
     overlays = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
@@ -260,10 +267,17 @@ def _wait_for_done(out: Path, count: int, proc: subprocess.Popen, timeout: float
 def test_kill_9_leaves_no_partial_output_and_rerun_does_only_the_rest(tmp_path, tiny_model_dir, backend):
     src = _many_images(tmp_path / "in", 8)
     out = tmp_path / "out"
+    shm = Path("/dev/shm")
+    blocks_before = set(shm.iterdir()) if shm.is_dir() else set()
     proc = _start(tiny_model_dir, src, out)
     _wait_for_done(out, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    if shm.is_dir():  # the orphaned page renderer notices and frees its shared-memory pages
+        deadline = time.monotonic() + 10
+        while {p for p in set(shm.iterdir()) - blocks_before if p.name.startswith("psm_")} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not {p for p in set(shm.iterdir()) - blocks_before if p.name.startswith("psm_")}
     done_before = {Path(r["source"]).name for r in _log(out) if r.get("status") == "done"}
     assert 2 <= len(done_before) < 8
     # every file under its final name is complete: JSON parses, hOCR parses, PDF opens

@@ -1,9 +1,9 @@
 """The batch runner: many documents through one OCR backend, resumable, with bounded memory.
 
-Pipeline: a producer thread opens documents in order and renders / decodes their pages into a
-bounded queue; the main thread takes pages from the queue, from one document or several, in
-batches of ``batch_size`` for the backend's ``ocr_batch``, reassembles each document when its last
-page is back, writes its exports (each file to a temporary name, then renamed) and appends the
+Pipeline: a producer (a child process, or a thread where fork is unavailable) opens documents in
+order and renders / decodes their pages into a bounded queue; the main thread takes pages from the
+queue, from one document or several, in batches of ``batch_size`` for the backend's ``ocr_batch``,
+reassembles each document when its last page is back, writes its exports (each file to a temporary name, then renamed) and appends the
 outcome to a JSON-lines log in the output folder. Memory holds the queue's pages plus one batch,
 whatever the length of the documents.
 
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import queue
+import signal
 import sys
 import tempfile
 import threading
@@ -101,6 +103,7 @@ class BatchOptions:
     # ...): part of the fingerprint, so changing it redoes documents on resume.
     settings: dict[str, Any] = field(default_factory=dict)
     progress: str = "auto"  # "auto" (rich on a terminal, plain lines otherwise), "rich", "plain", "none"
+    render_in_process: bool | None = None  # None: a child process where fork exists, else a thread
 
 
 @dataclass
@@ -256,52 +259,177 @@ class _DocEnd:
     doc_no: int
 
 
-_END = object()
+@dataclass
+class _End:
+    """The producer has nothing more to send."""
 
 
-class _PageProducer(threading.Thread):
-    def __init__(self, files: Sequence[InputFile], options: BatchOptions, out: "queue.Queue[Any]") -> None:
-        super().__init__(name="varco-ocr-pages", daemon=True)
-        self.files = files
-        self.options = options
-        self.out = out
-        self.stop = threading.Event()
+@dataclass
+class _SharedPixels:
+    """A rendered page's pixels in a shared-memory block, so a 300-dpi page (26 MB of RGB) crosses
+    from the renderer process to the model without being pickled through a pipe (measured: the pipe
+    and pickling cost about as much as rendering the page)."""
 
-    def _put(self, item: Any) -> bool:
-        while not self.stop.is_set():
+    name: str
+    mode: str
+    size: tuple[int, int]
+
+
+def _to_shared(page: PageImage, created: list[str]) -> PageImage:
+    from multiprocessing import resource_tracker, shared_memory
+
+    if page.image is None:
+        return page
+    data = page.image.tobytes()
+    block = shared_memory.SharedMemory(create=True, size=max(1, len(data)))
+    block.buf[: len(data)] = data
+    # The parent unlinks the block once it has copied the pixels; the child's tracker must not
+    # unlink it too (or warn about a leak) when the child exits.
+    resource_tracker.unregister(block._name, "shared_memory")  # type: ignore[attr-defined]
+    created.append(block.name)
+    shared = _SharedPixels(block.name, page.image.mode, page.image.size)
+    block.close()
+    return replace(page, image=shared)  # type: ignore[arg-type]
+
+
+def _from_shared(page: PageImage) -> PageImage:
+    """Copy a page's pixels out of shared memory (parent side) and free the block."""
+    from multiprocessing import shared_memory
+
+    shared = page.image
+    if not isinstance(shared, _SharedPixels):
+        return page
+    block = shared_memory.SharedMemory(name=shared.name)
+    try:
+        pixels = bytes(block.buf[: _image_bytes(shared)])  # the one copy, out of the block
+    finally:
+        block.close()
+        _free(block)
+    return replace(page, image=Image.frombuffer(shared.mode, shared.size, pixels, "raw", shared.mode, 0, 1))
+
+
+def _image_bytes(shared: _SharedPixels) -> int:
+    return shared.size[0] * shared.size[1] * len(shared.mode)  # RGB / L: one byte per band
+
+
+def _free(block) -> None:
+    try:
+        block.unlink()  # also forgets it in the resource tracker
+    except FileNotFoundError:
+        pass
+
+
+def _unlink_shared(name: str) -> None:
+    from multiprocessing import shared_memory
+
+    try:
+        block = shared_memory.SharedMemory(name=name)
+    except FileNotFoundError:
+        return
+    block.close()
+    _free(block)
+
+
+def _produce_pages(files: Sequence[InputFile], options: BatchOptions, out: Any, stop: Any, in_child: bool) -> None:
+    """Open each document in order and send its pages into the bounded queue ``out``.
+
+    Runs in a child process by default (see ``_start_producer``) or in a thread. A put waits while the
+    queue is full, which is what bounds memory; it gives up when ``stop`` is set or, in a child, when
+    the parent has died (a kill -9 must not leave a renderer blocked forever).
+    """
+    parent = os.getppid()
+    created: list[str] = []  # shared-memory blocks this child made (freed here if the parent is gone)
+    if in_child:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            if in_child and os.getppid() != parent:
+                return False
             try:
-                self.out.put(item, timeout=0.1)
+                out.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def run(self) -> None:
-        try:
-            for doc_no, f in enumerate(self.files):
-                if self.stop.is_set():
+    try:
+        for doc_no, f in enumerate(files):
+            if stop.is_set():
+                return
+            try:
+                doc = open_document(f.path, options.pages, options.dpi, options.password, options.max_pixels)
+            except InputError as e:
+                if not put(_DocFailed(doc_no, str(e))):
+                    return
+                continue
+            with doc:
+                if not put(_DocOpened(doc_no, list(doc.page_indices))):
                     return
                 try:
-                    doc = open_document(f.path, self.options.pages, self.options.dpi, self.options.password, self.options.max_pixels)
-                except InputError as e:
-                    if not self._put(_DocFailed(doc_no, str(e))):
+                    for page in doc.iter_pages():
+                        if not put(_DocPage(doc_no, _to_shared(page, created) if in_child else page)):
+                            return
+                except Exception as e:  # noqa: BLE001 - a decoder failing mid-document fails that document only
+                    if not put(_DocFailed(doc_no, f"{f.path}: {e}")):
                         return
                     continue
-                with doc:
-                    if not self._put(_DocOpened(doc_no, list(doc.page_indices))):
-                        return
-                    try:
-                        for page in doc.iter_pages():
-                            if not self._put(_DocPage(doc_no, page)):
-                                return
-                    except Exception as e:  # noqa: BLE001 - a decoder failing mid-document fails that document only
-                        if not self._put(_DocFailed(doc_no, f"{f.path}: {e}")):
-                            return
-                        continue
-                    if not self._put(_DocEnd(doc_no)):
-                        return
-        finally:
-            self._put(_END)
+                if not put(_DocEnd(doc_no)):
+                    return
+    finally:
+        put(_End())
+        if in_child:
+            # Pages may still wait in the queue: stay until the parent has finished with them (it sets
+            # stop when the run ends) or has died (kill -9), then free whatever is left.
+            while not stop.is_set() and os.getppid() == parent:
+                time.sleep(0.05)
+            for name in created:
+                _unlink_shared(name)
+
+
+@dataclass
+class _Producer:
+    queue: Any
+    stop: Any
+    worker: Any  # threading.Thread or multiprocessing.Process
+
+    def alive(self) -> bool:
+        return self.worker.is_alive()
+
+    def close(self) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + 10
+        while self.worker.is_alive() and time.monotonic() < deadline:
+            try:  # unblock a producer waiting on a full queue
+                item = self.queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, _DocPage) and isinstance(item.page.image, _SharedPixels):
+                _unlink_shared(item.page.image.name)
+        if self.worker.is_alive() and hasattr(self.worker, "terminate"):
+            self.worker.terminate()
+        self.worker.join(timeout=5)
+
+
+def _start_producer(files: Sequence[InputFile], options: BatchOptions, maxsize: int) -> _Producer:
+    """Render pages ahead of the model, in a child process where ``fork`` exists (Linux), else in a
+    thread. A process because pymupdf holds the GIL while rendering: in a thread it would compete
+    with the model's Python work instead of overlapping it (measured: benchmarks/batch_throughput.py).
+    A process also keeps a crash inside a PDF decoder from taking the whole batch down."""
+    use_process = options.render_in_process
+    if use_process is None:
+        use_process = "fork" in multiprocessing.get_all_start_methods()
+    if use_process:
+        # fork, not spawn: spawn re-imports the caller's __main__ (a script would run twice); the
+        # child only renders with pymupdf/Pillow and never touches torch.
+        ctx = multiprocessing.get_context("fork")
+        pages_queue, stop = ctx.Queue(maxsize=maxsize), ctx.Event()
+        worker: Any = ctx.Process(target=_produce_pages, args=(files, options, pages_queue, stop, True), name="varco-ocr-pages", daemon=True)
+    else:
+        pages_queue, stop = queue.Queue(maxsize=maxsize), threading.Event()
+        worker = threading.Thread(target=_produce_pages, args=(files, options, pages_queue, stop, False), name="varco-ocr-pages", daemon=True)
+    worker.start()
+    return _Producer(pages_queue, stop, worker)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -488,9 +616,9 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
         log.append({"event": "run", "formats": list(options.formats), "documents": len(todo), "skipped": summary.count("skipped")})
 
     batch_size = max(1, options.batch_size)
-    pages_queue: queue.Queue[Any] = queue.Queue(maxsize=options.prefetch or batch_size)
-    producer = _PageProducer(todo, options, pages_queue)
+    producer = _start_producer(todo, options, options.prefetch or batch_size) if todo else None
     states: dict[int, _DocState] = {}
+    finished: set[int] = set()
     pending: list[_DocPage] = []
 
     def state(doc_no: int) -> _DocState:
@@ -503,6 +631,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             st = states[doc_no]
             if st.complete():
                 del states[doc_no]
+                finished.add(doc_no)
                 outcome = _finish_document(st, options, out_dir, log, summary)
                 summary.outcomes.append(outcome)
                 progress.document(outcome)
@@ -514,11 +643,22 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             state(it.doc_no).pages[it.page.index] = page
         progress.pages(len(items))
 
-    producer.start()
     try:
-        while True:
-            msg = pages_queue.get()
-            if msg is _END:
+        while producer is not None:
+            try:
+                msg = producer.queue.get(timeout=1.0)
+            except queue.Empty:
+                if producer.alive():
+                    continue
+                # The renderer died without saying it was done (a crash in a decoder): every
+                # document not finished yet fails, and the run ends normally.
+                for doc_no in range(len(todo)):
+                    if doc_no not in finished:
+                        state(doc_no).error = f"{todo[doc_no].path}: page renderer stopped unexpectedly (exit code {getattr(producer.worker, 'exitcode', None)})"
+                pending = []
+                finish_ready()
+                break
+            if isinstance(msg, _End):
                 if pending:
                     run_batch()
                 finish_ready()
@@ -530,6 +670,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             elif isinstance(msg, _DocEnd):
                 state(msg.doc_no).ended = True
             elif isinstance(msg, _DocPage):
+                msg.page = _from_shared(msg.page)
                 if msg.page.image is None:
                     st = state(msg.doc_no)
                     st.pages[msg.page.index] = Page(index=msg.page.index, width=0, height=0, dpi=msg.page.dpi, error=msg.page.error)
@@ -544,12 +685,8 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
         for st in states.values():
             summary.outcomes.append(DocumentOutcome(str(st.file.path), "interrupted", pages=len(st.pages)))
     finally:
-        producer.stop.set()
-        while producer.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                pages_queue.get_nowait()
-            except queue.Empty:
-                producer.join(timeout=0.05)
+        if producer is not None:
+            producer.close()
         progress.close()
     summary.seconds = time.monotonic() - started
     if log is not None:

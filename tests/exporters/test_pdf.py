@@ -10,55 +10,14 @@ from pathlib import Path
 import numpy as np
 import pymupdf
 import pytest
-from lxml import etree
 from PIL import Image
 
 from varco_ocr.document import Document, Page, Word
 from varco_ocr.exporters import write_exports
-from varco_ocr.exporters.pdf import FontMetrics, text_layer_operators, PlacedWord
+from varco_ocr.exporters.pdf import PlacedWord, text_layer_operators
 from varco_ocr.layout import build_page
 
-TOLERANCE_PT = 2.0
-
-
-def _expected_pages(doc: Document, out: Path) -> list[list[tuple[str, tuple[float, ...]]]]:
-    """Each page's words with their boxes in visible page points of the exported PDF."""
-    expected = []
-    with pymupdf.open(out) as pdf:
-        for page, out_page in zip(doc.pages, pdf):
-            sx, sy = out_page.rect.width / page.width, out_page.rect.height / page.height
-            expected.append([(w.text, (w.bbox[0] * sx, w.bbox[1] * sy, w.bbox[2] * sx, w.bbox[3] * sy)) for w in page.words])
-    return expected
-
-
-def _pymupdf_words(path: Path) -> list[list[tuple[str, tuple[float, ...]]]]:
-    pages = []
-    with pymupdf.open(path) as pdf:
-        for page in pdf:
-            words = []
-            for x1, y1, x2, y2, text, *_ in page.get_text("words", sort=False):
-                r = pymupdf.Rect(x1, y1, x2, y2) * page.rotation_matrix  # to the page as displayed
-                words.append((text, (r.x0, r.y0, r.x1, r.y1)))
-            pages.append(words)
-    return pages
-
-
-def _poppler_words(path: Path) -> list[list[tuple[str, tuple[float, ...]]]]:
-    xhtml = subprocess.run(["pdftotext", "-bbox", "-cropbox", str(path), "-"], check=True, capture_output=True).stdout
-    root = etree.fromstring(xhtml)
-    ns = "{http://www.w3.org/1999/xhtml}"
-    return [
-        [(w.text, tuple(float(w.get(k)) for k in ("xMin", "yMin", "xMax", "yMax"))) for w in page.iter(f"{ns}word")]
-        for page in root.iter(f"{ns}page")
-    ]
-
-
-def _assert_words_match(got, expected):
-    assert [[t for t, _ in p] for p in got] == [[t for t, _ in p] for p in expected]
-    for got_page, exp_page in zip(got, expected):
-        for (text, g), (_, e) in zip(got_page, exp_page):
-            assert g == pytest.approx(e, abs=TOLERANCE_PT), text
-
+from .pdf_readback import assert_words_match, expected_pages, poppler_words, pymupdf_words
 
 def _render(path: Path, index: int, dpi: int = 50) -> np.ndarray:
     with pymupdf.open(path) as pdf:
@@ -72,9 +31,9 @@ needs_pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="
 def test_pdf_input_keeps_pages_and_reads_back_with_pymupdf(tmp_path, scanned_pdf):
     source, doc = scanned_pdf
     (out,) = write_exports(doc, tmp_path / "out", ["pdf"], stem="book")
-    expected = _expected_pages(doc, out)
+    expected = expected_pages(doc, out)
     assert "세종대왕기념관" in [t for t, _ in expected[0]] and len(expected) == 3
-    _assert_words_match(_pymupdf_words(out), expected)
+    assert_words_match(pymupdf_words(out), expected)
     with pymupdf.open(out) as pdf, pymupdf.open(source) as src:
         assert [p.rotation for p in pdf] == [p.rotation for p in src] == [0, 90, 0]
         assert [tuple(p.cropbox) for p in pdf] == [tuple(p.cropbox) for p in src]
@@ -93,7 +52,7 @@ def test_pdf_input_keeps_pages_and_reads_back_with_pymupdf(tmp_path, scanned_pdf
 def test_pdf_input_reads_back_with_poppler(tmp_path, scanned_pdf):
     _, doc = scanned_pdf
     (out,) = write_exports(doc, tmp_path / "out", ["pdf"], stem="book")
-    _assert_words_match(_poppler_words(out), _expected_pages(doc, out))
+    assert_words_match(poppler_words(out), expected_pages(doc, out))
     text = subprocess.run(["pdftotext", "-cropbox", str(out), "-"], check=True, capture_output=True, text=True).stdout
     # Hangul comes out whole (no space between syllables), words separated by single spaces
     assert "백범로 35 서강대학교 Apt 101" in text and "세종대왕기념관 opening hours 9-18" in text
@@ -110,9 +69,9 @@ def test_image_input_becomes_an_image_page_with_text(tmp_path, text_png):
         assert (page.rect.width, page.rect.height) == pytest.approx((doc.pages[0].width * 72 / 150, doc.pages[0].height * 72 / 150))
         (img,) = page.get_images()
         assert (img[2], img[3]) == Image.open(png).size  # the image at its own resolution
-    expected = _expected_pages(doc, out)
-    _assert_words_match(_pymupdf_words(out), expected)
-    _assert_words_match(_poppler_words(out), expected)
+    expected = expected_pages(doc, out)
+    assert_words_match(pymupdf_words(out), expected)
+    assert_words_match(poppler_words(out), expected)
 
 
 def test_selected_pages_only_and_unreadable_pages_kept_blank_of_text(tmp_path, scanned_pdf):
@@ -120,7 +79,7 @@ def test_selected_pages_only_and_unreadable_pages_kept_blank_of_text(tmp_path, s
     bad = Page(index=1, width=0, height=0, error="page 2: broken")
     partial = Document(source=doc.source, pages=(doc.pages[0], bad, doc.pages[2]), model=doc.model)
     (out,) = write_exports(partial, tmp_path / "out", ["pdf"], stem="book")
-    words = _pymupdf_words(out)
+    words = pymupdf_words(out)
     assert len(words) == 3 and words[1] == [] and [t for t, _ in words[2]] == [w.text for w in doc.pages[2].words]
     only_last = Document(source=doc.source, pages=(doc.pages[2],), model=doc.model)
     (out2,) = write_exports(only_last, tmp_path, ["pdf"], stem="last")
@@ -139,7 +98,7 @@ def test_multipage_tiff_pages_become_pdf_pages(tmp_path):
     (out,) = write_exports(doc, tmp_path, ["pdf"], stem="scan_out")
     with pymupdf.open(out) as pdf:
         assert [(round(p.rect.width, 2), round(p.rect.height, 2)) for p in pdf] == [(72.0, 48.0), (144.0, 108.0)]
-    _assert_words_match(_pymupdf_words(out), _expected_pages(doc, out))
+    assert_words_match(pymupdf_words(out), expected_pages(doc, out))
 
 
 class _Mono:
