@@ -95,10 +95,18 @@ class _ChunkedLabelLogprob(torch.autograd.Function):
                 block = (h @ w.T).float()
                 block.sub_(chunk_lse).exp_().mul_(-g[:, None])
                 block = block.to(hidden.dtype)
+                # In-place matmul-accumulate where the dtypes allow: a (vocab chunk x H) temporary for
+                # the weight gradient would cost as much as the logits block itself.
                 if need_hidden:
-                    grad_h.add_((block @ w).float())
+                    if block.dtype == torch.float32 and w.dtype == torch.float32:
+                        grad_h.addmm_(block, w)
+                    else:
+                        grad_h.add_((block @ w).float())
                 if need_weight:
-                    grad_weight[v0:v1].add_(block.T @ h)
+                    if block.dtype == grad_weight.dtype and h.dtype == grad_weight.dtype:
+                        grad_weight[v0:v1].addmm_(block.T, h)
+                    else:
+                        grad_weight[v0:v1].add_((block.T @ h).to(grad_weight.dtype))
                 del block
             y = labels[start:stop]
             if need_hidden:
