@@ -54,7 +54,12 @@ from training.data import (
     collate,
     parse_record,
 )
-from training.losses import DEFAULT_TOKEN_CHUNK, DEFAULT_VOCAB_CHUNK, final_hidden_states, sequence_logprobs
+from training.losses import (
+    DEFAULT_TOKEN_CHUNK,
+    DEFAULT_VOCAB_CHUNK,
+    final_hidden_states,
+    sequence_logprobs,
+)
 
 log = logging.getLogger("training.dpo")
 
@@ -518,7 +523,7 @@ def load_or_compute_reference_cache(cache_path: Path, fingerprint: str, compute)
     if cache_path.is_file():
         try:
             saved = torch.load(cache_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a truncated or foreign file: recompute rather than trust it
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: recompute rather than trust it
             log.warning("%s: unreadable reference cache (%s); recomputing", cache_path, exc)
         if saved is not None and saved.get("fingerprint") != fingerprint:
             log.info("%s: fingerprint changed (data, model or settings differ); recomputing", cache_path)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 # 1,024 tokens x 32,768 vocabulary entries = 128 MiB of float32 logits per chunk: small next to a
@@ -182,7 +181,7 @@ def _liger_available_for(hidden: torch.Tensor) -> bool:
         return False
     try:
         import liger_kernel.transformers  # noqa: F401  (the `train` extra; needs Triton and a GPU)
-    except Exception:  # ImportError, or Triton failing to find a driver
+    except Exception:  # noqa: BLE001 - ImportError, or Triton failing to find a driver
         return False
     return True
 

@@ -110,8 +110,8 @@ class CheckpointTensors:
         elif (folder / SINGLE_FILE).is_file():
             try:
                 with safe_open(folder / SINGLE_FILE, framework="pt") as handle:
-                    file_of = {name: folder / SINGLE_FILE for name in handle.keys()}
-            except Exception as exc:  # safetensors raises its own error types for corrupt headers
+                    file_of = {name: folder / SINGLE_FILE for name in handle.keys()}  # noqa: SIM118 (not a dict)
+            except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt headers
                 raise MergeError(f"{folder / SINGLE_FILE} is not a readable safetensors file ({exc})") from None
         else:
             raise MergeError(f"{folder} has no {SINGLE_FILE} or {INDEX_FILE}")
@@ -124,7 +124,7 @@ class CheckpointTensors:
         if path not in self._headers:
             with safe_open(path, framework="pt") as handle:
                 self._headers[path] = {
-                    n: (handle.get_slice(n).get_dtype(), list(handle.get_slice(n).get_shape())) for n in handle.keys()
+                    n: (handle.get_slice(n).get_dtype(), list(handle.get_slice(n).get_shape())) for n in handle.keys()  # noqa: SIM118 (a safe_open handle, not a dict)
                 }
         return self._headers[path]
 

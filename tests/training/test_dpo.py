@@ -390,9 +390,8 @@ def test_cli_dpo_runs_with_precomputed_reference_and_reports_bad_data_in_one_lin
 
 @pytest.mark.slow
 def test_interrupted_dpo_run_resumes_to_the_same_losses_and_metric_steps(tiny, tmp_path):
-    from training.dpo import DPOSettings
+    from training.dpo import DPOSettings, run_dpo
     from training.params import load_config, recipe_path
-    from training.dpo import run_dpo
 
     folder, processor = tiny
     # Every pair has an image: parameters that never received a gradient (the vision tower, with
