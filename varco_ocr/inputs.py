@@ -322,6 +322,9 @@ class InputDocument:
                 image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
                 geometry = pdf_page_geometry(page, pix.width, pix.height)
                 del pix
+                # MuPDF caches decoded resources (a scan's page image) in a store of up to 256 MB;
+                # a scanned page's image is never needed again, so empty it to keep memory flat.
+                pymupdf.TOOLS.store_shrink(100)
             except Exception as e:  # noqa: BLE001 - MuPDF raises plain RuntimeError/ValueError for damaged pages
                 reason = str(e) if isinstance(e, InputError) else f"page {i + 1}: {_reason(e)}"
                 yield PageImage(i, None, dpi=dpi, error=reason)
