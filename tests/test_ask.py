@@ -186,3 +186,19 @@ def test_cli_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, three_imag
     assert not_a_model.exit_code == 2 and "cannot load model" in not_a_model.stderr
     for res in (missing, empty, not_a_model):
         assert len(error_lines(res)) == 1 and "Traceback" not in res.output, res.stderr
+
+
+def test_cli_model_whose_template_drops_images_is_refused(tiny_model_dir, tmp_path, three_images):
+    import shutil
+
+    broken = tmp_path / "text-only-template"
+    shutil.copytree(tiny_model_dir, broken)
+    # A chat template that renders only text: the model would never see the pages.
+    template = ("{%- for m in messages -%}<|im_start|>{{ m['role'] }}\n{%- for p in m['content'] -%}"
+                "{%- if p['type'] == 'text' -%}{{ p['text'] }}{%- endif -%}{%- endfor -%}<|im_end|>\n{%- endfor -%}"
+                "<|im_start|>assistant\n")
+    for name in ("chat_template.jinja",):
+        (broken / name).write_text(template, encoding="utf-8")
+    res = run_cli("ask", *three_images[:2], "Q?", "--model", broken, *FAST)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert len(error_lines(res)) == 1 and "places no image" in error_lines(res)[0]

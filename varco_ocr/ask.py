@@ -173,7 +173,13 @@ class LocalAsker:
         processor = self.engine.processor
         messages = build_messages(len(self.images), self.turns, question, self.system)
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = processor(images=[list(self.images)], text=[prompt], return_tensors="pt")
+        try:
+            inputs = processor(images=[list(self.images)], text=[prompt], return_tensors="pt")
+        except ValueError as e:  # e.g. the template placed fewer <image> tokens than there are pages
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AskError(f"{self.engine.model_name!r} cannot take these {len(self.images)} images in one prompt "
+                           f"(its chat template places no image for each page: {first[:160]}); "
+                           "multi-image input needs a VARCO-VISION-2.0 model") from None
         image_token = self.engine.model.config.image_token_index
         visual = int((inputs["input_ids"] == image_token).sum())
         if len(self.images) > 1 and "batch_num_images" not in inputs:

@@ -50,7 +50,7 @@ MaxPixelsOpt = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse ima
 
 
 def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_long_side: int, max_grid: int,
-                max_pixels: int, keep_raw: bool = False):
+                max_pixels: int, keep_raw: bool = False, require_ocr_tokens: bool = True):
     """Build the engine or exit 2 with one line (weights missing, offline, not a VARCO model)."""
     from varco_ocr.engine import OCREngine
 
@@ -64,6 +64,7 @@ def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_lo
             max_grid=max_grid,
             max_pixels=max_pixels or None,
             keep_raw=keep_raw,
+            require_ocr_tokens=require_ocr_tokens,
         )
     except (VarcoOCRError, ValueError) as e:
         raise fail(str(e), EXIT_USAGE)
@@ -387,7 +388,8 @@ def ask_command(
             raise fail(str(e))
         asker, model_name = ServerAsker(backend, collected, system=system, min_long_side=min_long_side), backend.model_name
     else:
-        engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels)
+        engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels,
+                             require_ocr_tokens=False)
         asker = ask.LocalAsker(engine, collected, system=system, max_context=max_context)
         model_name = engine.model_name
 

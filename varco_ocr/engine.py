@@ -154,6 +154,7 @@ class OCREngine:
         loop_guard: bool = True,
         attn_implementation: str | None = None,
         split_truncated: bool = False,
+        require_ocr_tokens: bool = True,
     ) -> None:
         import torch
         from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
@@ -184,7 +185,7 @@ class OCREngine:
         tok = self.processor.tokenizer
         tok.padding_side = "left"  # batched generation appends after the prompt
         missing = [t for t in ("<char>", "</char>") if t not in tok.get_vocab()]
-        if missing:
+        if missing and require_ocr_tokens:  # `ask` needs only the chat model, not the OCR tags
             raise ModelLoadError(f"{self.model_name!r} is not a VARCO-VISION-2.0 OCR model: its tokenizer lacks {', '.join(missing)}")
         self._char_open = tok.convert_tokens_to_ids("<char>")
         self._char_close = tok.convert_tokens_to_ids("</char>")
