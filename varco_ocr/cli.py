@@ -193,8 +193,10 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
     if server_args is not None:
         backend = _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixels, keep_raw, split_truncated)
         options.model = backend.model_name
-        # Enough pages per runner batch to keep every request slot busy while the next batch is read.
+        # Enough pages per runner batch to keep every request slot busy while the next batch is read;
+        # the render-ahead queue holds one such batch (a 300-dpi page is ~26 MB of pixels).
         options.batch_size = max(batch_size, 2 * backend.concurrency)
+        options.prefetch = options.batch_size
     try:
         summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:

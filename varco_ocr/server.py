@@ -165,6 +165,7 @@ class _Server:
     assigned: int = 0
     done: int = 0
     failed_attempts: int = 0
+    failures_in_a_row: int = 0
     resting_until: float = 0.0
     rests: int = 0
     dropped_fields: set[str] = field(default_factory=set)
@@ -329,12 +330,14 @@ class ServerBackend:
                 return
             if ok:
                 server.done += 1
-                server.rests = 0
+                server.rests = server.failures_in_a_row = 0
                 server.resting_until = 0.0
             else:
                 server.failed_attempts += 1
-                if refused:
-                    # Nothing listens there (dead or restarting): rest it, longer each time.
+                server.failures_in_a_row += 1
+                if refused or server.failures_in_a_row >= 3:
+                    # Nothing listens there (dead or restarting), or it keeps timing out / erroring:
+                    # rest it, longer each time, so its pages go to the other servers.
                     server.resting_until = time.monotonic() + self.rest_seconds * (2 ** min(server.rests, 5))
                     server.rests += 1
 
