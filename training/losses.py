@@ -17,7 +17,7 @@ Alignment convention: ``hidden[..., t, :]`` is scored against ``labels[..., t]``
 The chunked kernel is a custom ``autograd.Function`` that saves only the inputs and one float per token
 (the log-sum-exp) and recomputes each chunk's logits in backward, turning them into the softmax gradient
 in place. The alternative, ``torch.utils.checkpoint`` per chunk, keeps autograd's own logits, softmax and
-gradient buffers alive during each chunk's backward: at the same 1024-token chunk it peaked 1.4x higher
+gradient buffers alive during each chunk's backward: at the same 1024-token chunk it peaked 2.1x higher
 (``benchmarks/train_losses_memory.py``, figures in ``benchmarks/RESULTS.md``).
 """
 
