@@ -413,3 +413,35 @@ def test_interrupted_dpo_run_resumes_to_the_same_losses_and_metric_steps(tiny, t
     assert first + rest == straight  # bit-identical: same batches, same reference, same optimizer state
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "dpo_metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_dpo_with_precomputed_reference_matches_single_process(tiny, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from training.dpo import DPOSettings, run_dpo
+    from training.params import load_config, recipe_path
+
+    folder, processor = tiny
+    # Every pair has an image: under FSDP all ranks must run the vision tower together (see losses.py).
+    with_images = [p for p in TRAIN_PAIRS if "images" in p]
+    with_images.append({**with_images[0], "chosen": "<char>VAT</char>", "rejected": "<char>TAX</char>"})
+    data, _, _ = _encoded(tmp_path, processor, with_images)
+    settings = {"max_steps": 2, "lr": 1e-3, "global_batch_size": 2, "micro_batch_size": 1,
+                "activation_checkpointing": True, "save_every": 0, "seed": 0}
+    cfg = load_config(recipe_path("1.7b", 4), {**settings, "model": str(folder), "data": [str(data)],
+                                               "output_dir": str(tmp_path / "single")})
+    single = run_dpo(cfg, DPOSettings(sft_weight=0.1)).losses  # live reference, one process
+
+    worker = __file__.replace("test_dpo.py", "dpo_fsdp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", worker,
+           str(folder), str(data), str(tmp_path / "fsdp"), json.dumps(settings), "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(entry for entry in proc.stdout.splitlines() if entry.startswith("LOSSES "))
+    assert json.loads(line[len("LOSSES "):]) == pytest.approx(single, abs=1e-5)
+    metrics = [json.loads(entry) for entry in (tmp_path / "fsdp" / "dpo_metrics.jsonl").read_text().splitlines()]
+    assert [m["pairs"] for m in metrics] == [2, 2]  # all-reduced over both ranks
