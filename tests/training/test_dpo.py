@@ -439,7 +439,7 @@ def test_two_process_fsdp_dpo_with_precomputed_reference_matches_single_process(
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", worker,
            str(folder), str(data), str(tmp_path / "fsdp"), json.dumps(settings), "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(entry for entry in proc.stdout.splitlines() if entry.startswith("LOSSES "))
     assert json.loads(line[len("LOSSES "):]) == pytest.approx(single, abs=1e-5)
