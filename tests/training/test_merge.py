@@ -220,3 +220,26 @@ def test_cli_merge_writes_the_mean_and_refuses_mismatches_in_one_line(two_tiny_m
     ties = _cli(["merge", str(b), "--method", "ties", "--base", str(a), "--density", "0.3", "-o", str(tmp_path / "t")])
     assert ties.exit_code == 0, ties.output
     assert json.loads((tmp_path / "t" / "merge_info.json").read_text())["density"] == 0.3
+
+
+def _synthetic(folder, tensors):
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llava_onevision", "architectures": ["X"]}))
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+def test_bfloat16_weights_keep_their_dtype_and_integer_buffers_must_agree(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    w1, w2 = torch.randn(5, 3, generator=gen).bfloat16(), torch.randn(5, 3, generator=gen).bfloat16()
+    ids = torch.arange(4)
+    a = _synthetic(tmp_path / "a", {"w": w1, "position_ids": ids})
+    b = _synthetic(tmp_path / "b", {"w": w2, "position_ids": ids})
+    merged = load_file(merge_checkpoints(MergeSpec(inputs=(a, b)), tmp_path / "m") / "model.safetensors")
+    assert merged["w"].dtype == torch.bfloat16
+    assert torch.equal(merged["w"], ((w1.float() + w2.float()) / 2).bfloat16())  # one rounding, from float32
+    assert torch.equal(merged["position_ids"], ids)
+    c = _synthetic(tmp_path / "c", {"w": w2, "position_ids": ids + 1})
+    with pytest.raises(MergeError, match="non-float tensor 'position_ids' differs"):
+        merge_checkpoints(MergeSpec(inputs=(a, c)), tmp_path / "m2")
+    assert not (tmp_path / "m2").exists()  # nothing half-written under the final name
