@@ -60,6 +60,7 @@ from training.losses import (
     final_hidden_states,
     sequence_logprobs,
 )
+from training.params import ConfigError
 
 log = logging.getLogger("training.dpo")
 
@@ -574,13 +575,13 @@ class DPOSettings:
 
     def validate(self) -> DPOSettings:
         if self.loss_impl not in ("chunked", "liger"):
-            raise DataError(f"--dpo-loss must be chunked or liger (got {self.loss_impl!r})")
+            raise ConfigError(f"--dpo-loss must be chunked or liger (got {self.loss_impl!r})")
         if self.loss_impl == "liger" and (self.precompute_ref or self.sft_weight > 0):
-            raise DataError("--dpo-loss liger needs the live reference and no --sft-weight")
+            raise ConfigError("--dpo-loss liger needs the live reference and no --sft-weight")
         if not self.beta > 0:
-            raise DataError(f"--beta must be positive (got {self.beta})")
+            raise ConfigError(f"--beta must be positive (got {self.beta})")
         if self.sft_weight < 0:
-            raise DataError(f"--sft-weight must be >= 0 (got {self.sft_weight})")
+            raise ConfigError(f"--sft-weight must be >= 0 (got {self.sft_weight})")
         return self
 
 
