@@ -217,9 +217,16 @@ def render_page(index: int, kind: str, options: SynthOptions, rng: random.Random
         if font_choice.name not in loaded:
             loaded[font_choice.name] = pymupdf.Font(fontfile=font_choice.fontfile) if font_choice.fontfile else pymupdf.Font(font_choice.name)
         font = loaded[font_choice.name]
+        avail = width - 2 * margin
+        unit = [font.text_length(t, 1.0) for t in texts]
+        unit_space = font.text_length(" ", 1.0) or 0.3
+        # Shrink the size until the line (a wrapped line: its widest word) fits the width.
+        need_per_size = max(unit) if align == "wrap" else sum(unit) + unit_space * (len(unit) - 1)
+        if need_per_size * size > avail:
+            size = max(4.0, 0.98 * avail / need_per_size)
         ascent, descent = font.ascender * size, font.descender * size  # descender is negative
-        space = font.text_length(" ", size) or 0.3 * size
-        widths = [font.text_length(t, size) for t in texts]
+        space = unit_space * size
+        widths = [u * size for u in unit]
         # Break into rows that fit the width ("wrap" lines flow; the others are cut to what fits).
         rows: list[list[int]] = [[]]
         used = 0.0

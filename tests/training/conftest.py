@@ -40,11 +40,11 @@ def build_plain_qwen_tokenizer():
     )
 
 
-def write_tiny_llm(out: Path, seed: int = 1) -> Path:
+def write_tiny_llm(out: Path, seed: int = 1, hidden: int = 32) -> Path:
     from transformers import Qwen3ForCausalLM
 
     tokenizer = build_plain_qwen_tokenizer()
-    text_config = tiny_model.build_config(tiny_model.build_tokenizer()).text_config
+    text_config = tiny_model.build_config(tiny_model.build_tokenizer(), hidden=hidden).text_config
     text_config.vocab_size = len(tokenizer)
     text_config.eos_token_id = tokenizer.eos_token_id
     text_config.pad_token_id = tokenizer.pad_token_id
@@ -54,14 +54,17 @@ def write_tiny_llm(out: Path, seed: int = 1) -> Path:
     return out
 
 
-def write_tiny_vision(out: Path, seed: int = 2) -> Path:
+def write_tiny_vision(out: Path, seed: int = 2, hidden: int = 32, tile: int = 384) -> Path:
+    """``tile`` below 384 makes a cheaper tower (tile / 16 squared patches per tile); the composed
+    processor, the grid and the engine all follow the tower's image_size."""
     from transformers import SiglipImageProcessor, SiglipVisionModel
 
-    vision_config = tiny_model.build_config(tiny_model.build_tokenizer()).vision_config
+    vision_config = tiny_model.build_config(tiny_model.build_tokenizer(), hidden=hidden).vision_config
     vision_config.num_hidden_layers = VISION_LAYERS
+    vision_config.image_size = tile
     torch.manual_seed(seed)
     SiglipVisionModel(vision_config).save_pretrained(out)
-    SiglipImageProcessor(size={"height": 384, "width": 384}).save_pretrained(out)
+    SiglipImageProcessor(size={"height": tile, "width": tile}).save_pretrained(out)
     return out
 
 
