@@ -263,6 +263,11 @@ def train_stage(cfg: TrainConfig) -> TrainResult:
         raise TrainingError("no training data given (--data or `data:` in the config)")
     if not cfg.output_dir:
         raise TrainingError("no output folder given (-o or `output_dir:` in the config)")
+    from training.data import DataError
+
+    missing = [p for p in cfg.data if not Path(p).is_file()]
+    if missing:  # before the (slow) model load
+        raise DataError(f"{missing[0]}: cannot open data file (not found)")
     env = init_distributed()
     torch.manual_seed(cfg.seed)
     model, processor = load_model_and_processor(cfg.model, env)
