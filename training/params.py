@@ -49,7 +49,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     max_grid: int = 6  # AnyRes grid of up to max_grid x max_grid tiles
     anyres: str = "anyres_max_9"  # pool the tile features down to 9 tiles' worth (paper: (9+1) x 576)
-    max_visual_tokens: int = 5760  # the recipe's budget per image, checked against the processor's count
+    # Table 2's visual-token budget per image, kept as the recipe's record: the processor derives the real
+    # count from max_grid and anyres (plus one newline token per feature row, which Table 2 does not count).
+    max_visual_tokens: int = 5760
     fixed_resolution: int | None = None  # stage 1: every image resized to this square size first
     max_images_per_sample: int = 12  # stage 3: multi-image samples get one base tile per image
     # --- optimisation ---
@@ -71,7 +73,6 @@ class TrainConfig:
     overlong: str = "drop"  # what to do with samples longer than context_length (see training/data.py)
     max_bad_samples: int = 100  # missing/corrupt images and malformed lines skipped up to this many
     max_bad_fraction: float = 0.01  # ... and up to this fraction of the data set; beyond either, abort
-    num_workers: int = 0
     # --- bookkeeping ---
     save_every: int = 500  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
