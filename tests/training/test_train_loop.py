@@ -89,11 +89,14 @@ def _two_samples(processor, tmp_path):
     data = write_dataset(tmp_path / "d", n=2)
     lines = data.read_text().splitlines()
     lines[1] = lines[1].replace("TOTAL1", "TOTAL1 with a longer answer so the lengths differ")
+    # A stage-3 style multi-image sample too: two pages, each its base tile only.
+    lines.append(json.dumps({"images": ["p0.png", "p1.png"], "conversations": [
+        {"from": "human", "value": "<image>\n<image>\nWhich page has TOTAL1?"}, {"from": "gpt", "value": "The second."}]}))
     enc = ConversationEncoder(processor, 8192, "drop", BadSampleBudget())
     return [enc.encode(parse_record(json.loads(l), data.parent, f"d:{i}")) for i, l in enumerate(lines, 1)]
 
 
-def test_batched_loss_equals_the_sum_of_per_sample_losses_and_checkpointing_changes_nothing(composed_dir, tmp_path):
+def test_batched_loss_with_a_multi_image_sample_equals_the_sum_of_per_sample_losses_and_checkpointing_changes_nothing(composed_dir, tmp_path):
     from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
     from training.parallel import apply_activation_checkpointing
@@ -106,7 +109,8 @@ def test_batched_loss_equals_the_sum_of_per_sample_losses_and_checkpointing_chan
     plain = LanguageModelingObjective("plain")
     singles = [objective(model, collate([s], pad))[0] for s in samples]
     batched, _ = objective(model, collate(samples, pad))
-    torch.testing.assert_close(batched, singles[0] + singles[1], rtol=1e-5, atol=1e-5)
+    assert collate(samples, pad)["batch_num_images"].tolist() == [1, 1, 2]
+    torch.testing.assert_close(batched, sum(singles), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(plain(model, collate(samples, pad))[0], batched, rtol=1e-5, atol=1e-5)
     assert objective.units(collate(samples, pad)) == sum(s.num_target_tokens for s in samples)
 
