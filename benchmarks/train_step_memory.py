@@ -55,7 +55,7 @@ def run_variant(variant: str, hidden: int, layers: int, samples: int) -> dict:
     model = LlavaOnevisionForConditionalGeneration(config).train()
     model_spec.configure_resolution(processor, model.config, 1)
     with tempfile.TemporaryDirectory() as tmp:
-        generate(tmp, SynthOptions(pages=samples, seed=0, kinds=("document",), system_fonts=False))
+        generate(tmp, SynthOptions(pages=samples, seed=0, kinds=("document",), max_words=60, system_fonts=False))
         conversations = read_conversations([Path(tmp) / "train.jsonl"], BadSampleBudget())
         encoder = ConversationEncoder(processor, 100_000, "drop", BadSampleBudget())
         batch = collate([encoder.encode(c) for c in conversations], tokenizer.pad_token_id)
