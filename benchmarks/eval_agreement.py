@@ -173,6 +173,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--datasets", default="icdar2015,funsd")
+    ap.add_argument(
+        "--extra", action="append", default=[], metavar="DATASET=NAME=PATH",
+        help="also score a real engine's saved predictions (document JSONL or RRC zip), e.g. "
+        "icdar2015=tesseract=out/tesseract-ic15.jsonl",
+    )
     args = ap.parse_args()
 
     have_rrc = Path(args.ref_python).exists() and (Path(args.rrc_dir) / "script_e2e.py").exists()
@@ -194,9 +199,17 @@ def main() -> int:
             write_rrc_zip(gt_ltrb_zip, {s.key: s.regions for s in samples}, prefix="gt_", ltrb=True)
             # The official scripts map file names to ids with a regex; FUNSD ids are not img_N.
             name_params = {"GT_SAMPLE_NAME_2_ID": r"gt_(.+)\.txt", "DET_SAMPLE_NAME_2_ID": r"res_(.+)\.txt"}
-            for v_name in args.variants.split(","):
+            extra = {}
+            for spec in args.extra:
+                ds, name, path = spec.split("=", 2)
+                if ds == ds_name:
+                    extra[name] = read_predictions(path)
+            for v_name in [*args.variants.split(","), *extra]:
                 rng = random.Random(f"{args.seed}-{ds_name}-{v_name}")
-                preds = {s.key: VARIANTS[v_name](s.regions, rng) for s in samples}
+                if v_name in extra:
+                    preds = {s.key: list(extra[v_name][s.key].regions) for s in samples if s.key in extra[v_name]}
+                else:
+                    preds = {s.key: VARIANTS[v_name](s.regions, rng) for s in samples}
                 sub_zip = Path(tmp) / f"{ds_name}-{v_name}.zip"
                 det_zip = Path(tmp) / f"{ds_name}-{v_name}-det.zip"
                 write_rrc_zip(sub_zip, preds, prefix="res_")

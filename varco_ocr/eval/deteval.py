@@ -77,65 +77,59 @@ class ImageMatch:
 
 
 def match_image(gt_regions: Sequence[TextRegion], det_regions: Sequence[TextRegion]) -> ImageMatch:
-    gts = [rect_of(r) for r in gt_regions]
-    dets = [rect_of(r) for r in det_regions]
-    gt_dc = {i for i, r in enumerate(gt_regions) if r.dont_care}
-    det_dc: set[int] = set()
-    for j, d in enumerate(dets):
-        for i in sorted(gt_dc):
-            area = rect_area(d)
-            if area != 0 and intersection_area(gts[i], d) / area > AREA_PRECISION:
-                det_dc.add(j)
-                break
-    n_g, n_d = len(gts), len(dets)
-    recall_mat = np.zeros((n_g, n_d))
-    precision_mat = np.zeros((n_g, n_d))
-    for i, g in enumerate(gts):
-        for j, d in enumerate(dets):
-            inter = intersection_area(g, d)
-            ga, da = rect_area(g), rect_area(d)
-            recall_mat[i, j] = 0 if ga == 0 else inter / ga
-            precision_mat[i, j] = 0 if da == 0 else inter / da
+    n_g, n_d = len(gt_regions), len(det_regions)
+    gts = np.array([rect_of(r) for r in gt_regions], dtype=np.int64).reshape(n_g, 4)
+    dets = np.array([rect_of(r) for r in det_regions], dtype=np.int64).reshape(n_d, 4)
+    gt_dc = np.array([r.dont_care for r in gt_regions], dtype=bool)
+    # Inclusive-pixel intersections of every pair, vectorised (same integers as intersection_area).
+    dx = np.minimum(gts[:, None, 2], dets[None, :, 2]) - np.maximum(gts[:, None, 0], dets[None, :, 0]) + 1
+    dy = np.minimum(gts[:, None, 3], dets[None, :, 3]) - np.maximum(gts[:, None, 1], dets[None, :, 1]) + 1
+    inter = np.where((dx >= 0) & (dy >= 0), dx * dy, 0).astype(float)
+    g_area = ((gts[:, 2] - gts[:, 0] + 1) * (gts[:, 3] - gts[:, 1] + 1)).astype(float)
+    d_area = ((dets[:, 2] - dets[:, 0] + 1) * (dets[:, 3] - dets[:, 1] + 1)).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall_mat = np.where(g_area[:, None] != 0, inter / g_area[:, None], 0.0)
+        precision_mat = np.where(d_area[None, :] != 0, inter / d_area[None, :], 0.0)
+    det_dc = np.zeros(n_d, dtype=bool)
+    if gt_dc.any() and n_d:
+        # inside a do-not-care region by more than 0.4 of the detection's area (strict, as official)
+        det_dc = (precision_mat[gt_dc] > AREA_PRECISION).any(axis=0)
     passes = (recall_mat >= AREA_RECALL) & (precision_mat >= AREA_PRECISION)
-    gt_taken = [False] * n_g
-    det_taken = [False] * n_d
+    # Overlap counts skip the other side's do-not-care items, as the official helpers do; they
+    # depend only on the matrices, so they are counted once.
+    overlaps_of_gt = ((recall_mat > 0) & ~det_dc[None, :]).sum(axis=1)
+    overlaps_of_det = ((recall_mat > 0) & ~gt_dc[:, None]).sum(axis=0)
+    passes_per_gt = passes.sum(axis=1)  # the uniqueness checks count every item, do-not-care included
+    passes_per_det = passes.sum(axis=0)
+    gt_taken = np.zeros(n_g, dtype=bool)
+    det_taken = np.zeros(n_d, dtype=bool)
     recall_credit = 0.0
     precision_credit = 0.0
     pairs = []
 
-    # Overlap counts skip the other side's do-not-care items, as the official helpers do.
-    def overlaps_of_gt(i: int) -> int:
-        return sum(1 for j in range(n_d) if j not in det_dc and recall_mat[i, j] > 0)
-
-    def overlaps_of_det(j: int) -> int:
-        return sum(1 for i in range(n_g) if i not in gt_dc and recall_mat[i, j] > 0)
-
-    # 1. one-to-one. The uniqueness checks count every item, do-not-care ones included (official).
+    # 1. one-to-one. A row with exactly one passing column has a single candidate, so the official
+    # double loop reduces to one check per ground truth.
     for i in range(n_g):
-        for j in range(n_d):
-            if gt_taken[i] or det_taken[j] or i in gt_dc or j in det_dc:
-                continue
-            if not (passes[i, j] and passes[i].sum() == 1 and passes[:, j].sum() == 1):
-                continue
-            if overlaps_of_gt(i) != 1 or overlaps_of_det(j) != 1:
-                continue
-            if normalised_centre_distance(gts[i], dets[j]) < CENTER_DIFF_THRESHOLD:
-                gt_taken[i] = det_taken[j] = True
-                recall_credit += CREDIT_ONE_TO_ONE
-                precision_credit += CREDIT_ONE_TO_ONE
-                pairs.append(((i,), (j,), "OO"))
+        if gt_dc[i] or passes_per_gt[i] != 1:
+            continue
+        j = int(np.argmax(passes[i]))
+        if det_taken[j] or det_dc[j] or passes_per_det[j] != 1:
+            continue
+        if overlaps_of_gt[i] != 1 or overlaps_of_det[j] != 1:
+            continue
+        if normalised_centre_distance(tuple(gts[i]), tuple(dets[j])) < CENTER_DIFF_THRESHOLD:
+            gt_taken[i] = det_taken[j] = True
+            recall_credit += CREDIT_ONE_TO_ONE
+            precision_credit += CREDIT_ONE_TO_ONE
+            pairs.append(((i,), (j,), "OO"))
 
     # 2. one-to-many: one ground truth split over several detections.
     for i in range(n_g):
-        if i in gt_dc:
+        if gt_dc[i] or gt_taken[i]:
             continue
-        covered = 0.0
-        pieces = []
-        for j in range(n_d):
-            if not gt_taken[i] and not det_taken[j] and j not in det_dc and precision_mat[i, j] >= AREA_PRECISION:
-                covered += recall_mat[i, j]
-                pieces.append(j)
-        if round(covered, 4) >= AREA_RECALL and overlaps_of_gt(i) >= 2:
+        pieces = np.nonzero(~det_taken & ~det_dc & (precision_mat[i] >= AREA_PRECISION))[0]
+        covered = float(sum(recall_mat[i, j] for j in pieces))  # summed in order, as the official loop
+        if round(covered, 4) >= AREA_RECALL and overlaps_of_gt[i] >= 2:
             gt_taken[i] = True
             if len(pieces) == 1:
                 recall_credit += CREDIT_ONE_TO_ONE
@@ -143,21 +137,16 @@ def match_image(gt_regions: Sequence[TextRegion], det_regions: Sequence[TextRegi
             else:
                 recall_credit += CREDIT_ONE_TO_MANY
                 precision_credit += CREDIT_ONE_TO_MANY * len(pieces)
-            for j in pieces:
-                det_taken[j] = True
-            pairs.append(((i,), tuple(pieces), "OO" if len(pieces) == 1 else "OM"))
+            det_taken[pieces] = True
+            pairs.append(((i,), tuple(int(j) for j in pieces), "OO" if len(pieces) == 1 else "OM"))
 
     # 3. many-to-one: several ground truths merged into one detection.
     for j in range(n_d):
-        if j in det_dc:
+        if det_dc[j] or det_taken[j]:
             continue
-        covered = 0.0
-        merged = []
-        for i in range(n_g):
-            if not gt_taken[i] and not det_taken[j] and i not in gt_dc and recall_mat[i, j] >= AREA_RECALL:
-                covered += precision_mat[i, j]
-                merged.append(i)
-        if round(covered, 4) >= AREA_PRECISION and overlaps_of_det(j) >= 2:
+        merged = np.nonzero(~gt_taken & ~gt_dc & (recall_mat[:, j] >= AREA_RECALL))[0]
+        covered = float(sum(precision_mat[i, j] for i in merged))
+        if round(covered, 4) >= AREA_PRECISION and overlaps_of_det[j] >= 2:
             det_taken[j] = True
             if len(merged) == 1:
                 recall_credit += CREDIT_ONE_TO_ONE
@@ -165,12 +154,11 @@ def match_image(gt_regions: Sequence[TextRegion], det_regions: Sequence[TextRegi
             else:
                 recall_credit += CREDIT_MANY_TO_ONE * len(merged)
                 precision_credit += CREDIT_MANY_TO_ONE
-            for i in merged:
-                gt_taken[i] = True
-            pairs.append((tuple(merged), (j,), "OO" if len(merged) == 1 else "MO"))
+            gt_taken[merged] = True
+            pairs.append((tuple(int(i) for i in merged), (j,), "OO" if len(merged) == 1 else "MO"))
 
-    counts = Counts(recall_credit, n_g - len(gt_dc), precision_credit, n_d - len(det_dc))
-    return ImageMatch(counts, tuple(pairs), tuple(sorted(det_dc)))
+    counts = Counts(recall_credit, int(n_g - gt_dc.sum()), precision_credit, int(n_d - det_dc.sum()))
+    return ImageMatch(counts, tuple(pairs), tuple(int(j) for j in np.nonzero(det_dc)[0]))
 
 
 def evaluate(images: Sequence[tuple[Sequence[TextRegion], Sequence[TextRegion]]]) -> tuple[PRH, list[Counts]]:
