@@ -278,18 +278,23 @@ class _SharedPixels:
 def _to_shared(page: PageImage, created: list[str]) -> PageImage:
     from multiprocessing import resource_tracker, shared_memory
 
-    if page.image is None:
+    if page.raw is not None:  # a pymupdf pixmap: its samples go straight into the block
+        mode, size, pixmap = page.raw
+        data: Any = pixmap.samples_mv  # type: ignore[attr-defined]
+    elif page.image is not None:
+        mode, size, data = page.image.mode, page.image.size, page.image.tobytes()
+    else:
         return page
-    data = page.image.tobytes()
     block = shared_memory.SharedMemory(create=True, size=max(1, len(data)))
     block.buf[: len(data)] = data
     # The parent unlinks the block once it has copied the pixels; the child's tracker must not
     # unlink it too (or warn about a leak) when the child exits.
     resource_tracker.unregister(block._name, "shared_memory")  # type: ignore[attr-defined]
     created.append(block.name)
-    shared = _SharedPixels(block.name, page.image.mode, page.image.size)
+    shared = _SharedPixels(block.name, mode, size)
+    del data
     block.close()
-    return replace(page, image=shared)  # type: ignore[arg-type]
+    return replace(page, image=shared, raw=None)  # type: ignore[arg-type]
 
 
 def _from_shared(page: PageImage) -> PageImage:
@@ -363,6 +368,7 @@ def _produce_pages(files: Sequence[InputFile], options: BatchOptions, out: Any, 
                 if not put(_DocFailed(doc_no, str(e))):
                     return
                 continue
+            doc.raw_pixels = in_child  # pixmaps go to shared memory without a trip through Pillow
             with doc:
                 if not put(_DocOpened(doc_no, list(doc.page_indices))):
                     return

@@ -236,6 +236,10 @@ class PageImage:
     dpi: float | None = None
     geometry: PdfPageGeometry | None = None
     error: str | None = None
+    # With InputDocument.raw_pixels, PDF pages come as (mode, (width, height), pymupdf Pixmap) here
+    # instead of ``image``: the batch runner's renderer process copies the samples straight into
+    # shared memory, skipping two full-page copies through Pillow.
+    raw: tuple[str, tuple[int, int], object] | None = None
 
     def bbox_pt(self, bbox: BBox) -> BBoxPt | None:
         return None if self.geometry is None else self.geometry.bbox_pt(bbox)
@@ -252,6 +256,7 @@ class InputDocument:
     page_indices: list[int]
     dpi: float | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    raw_pixels: bool = False  # PDF pages as PageImage.raw (pixmaps) rather than PIL images
     _pdf: object | None = field(default=None, repr=False)
 
     def iter_pages(self) -> Iterator[PageImage]:
@@ -319,8 +324,11 @@ class InputDocument:
                 )
                 zoom = dpi / 72.0  # a matrix, not dpi=, so fractional resolutions work too
                 pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csRGB, alpha=False)
-                image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
                 geometry = pdf_page_geometry(page, pix.width, pix.height)
+                if self.raw_pixels:
+                    image, raw = None, ("RGB", (pix.width, pix.height), pix)
+                else:
+                    image, raw = Image.frombytes("RGB", (pix.width, pix.height), pix.samples), None
                 del pix
                 # MuPDF caches decoded resources (a scan's page image) in a store of up to 256 MB;
                 # a scanned page's image is never needed again, so empty it to keep memory flat.
@@ -329,7 +337,7 @@ class InputDocument:
                 reason = str(e) if isinstance(e, InputError) else f"page {i + 1}: {_reason(e)}"
                 yield PageImage(i, None, dpi=dpi, error=reason)
                 continue
-            yield PageImage(i, image, dpi=dpi, geometry=geometry)
+            yield PageImage(i, image, dpi=dpi, geometry=geometry, raw=raw)
 
 
 def _reason(e: BaseException) -> str:
