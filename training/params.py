@@ -66,6 +66,7 @@ class TrainConfig:
     # --- memory techniques ---
     fsdp: bool = True  # under torchrun with more than one process; ignored in a single process
     activation_checkpointing: bool = True
+    rank0_load: bool = True  # under FSDP: only rank 0 reads the weights, the others get their shards from it
     precision: str = "auto"  # auto: bf16 mixed precision on CUDA, fp32 on CPU
     loss_impl: str = "auto"  # auto: Liger on CUDA+Triton, chunked otherwise
     ce_chunk_size: int = 1024  # tokens per chunk of the chunked cross-entropy
