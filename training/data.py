@@ -402,3 +402,65 @@ class MicroBatches:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.stream.load_state_dict(state)
+
+
+class PrefetchingBatches:
+    """Encodes the next micro-batches in a background thread while the model trains on the current one
+    (image decoding, resizing and tokenising release the GIL for much of their time).
+
+    Order and content are exactly those of the wrapped source: one producer thread draws batches in
+    sequence. The resumable state is the wrapped stream's state *after the last batch handed out*, captured
+    by the producer with each batch, so a checkpoint never skips the batches still in the queue. An error in
+    the producer (e.g. the bad-sample budget exceeded) is raised from ``next_batch``."""
+
+    def __init__(self, source: MicroBatches, depth: int = 2):
+        import queue
+        import threading
+
+        self.source = source
+        self.depth = max(1, depth)
+        self._queue: "queue.Queue" = queue.Queue(maxsize=self.depth)
+        self._state = source.state_dict()
+        self._thread: "threading.Thread | None" = None
+        self._stop = threading.Event()
+
+    def _produce(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = ("batch", self.source.next_batch(), self.source.state_dict())
+            except BaseException as e:  # handed to the consumer, which raises it
+                self._queue.put(("error", e, None))
+                return
+            self._queue.put(item)
+
+    def next_batch(self) -> tuple[dict[str, torch.Tensor], list[str]]:
+        import threading
+
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name="batch-prefetch", daemon=True)
+            self._thread.start()
+        kind, payload, state = self._queue.get()
+        if kind == "error":
+            raise payload
+        self._state = state
+        return payload
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self._state)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if self._thread is not None:
+            raise RuntimeError("load_state_dict after batches were drawn")
+        self.source.load_state_dict(state)
+        self._state = self.source.state_dict()
+
+    def close(self) -> None:
+        """Stop the producer (it may be blocked on a full queue: drain one slot so it sees the stop flag)."""
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.get(timeout=0.1)
+                except Exception:
+                    pass
+            self._thread = None

@@ -74,6 +74,7 @@ class TrainConfig:
     overlong: str = "drop"  # what to do with samples longer than context_length (see training/data.py)
     max_bad_samples: int = 100  # missing/corrupt images and malformed lines skipped up to this many
     max_bad_fraction: float = 0.01  # ... and up to this fraction of the data set; beyond either, abort
+    prefetch_batches: int = 2  # micro-batches encoded ahead in a background thread (0: encode in the loop)
     # --- bookkeeping ---
     save_every: int = 500  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2

@@ -289,7 +289,7 @@ def export_final(cfg: TrainConfig, model, processor, env: DistEnv) -> None:
 def train_stage(cfg: TrainConfig) -> TrainResult:
     """Stages 1-3: supervised fine-tuning on conversation JSON-lines."""
     from varco_ocr import model_spec
-    from training.data import BadSampleBudget, ConversationEncoder, MicroBatches, SampleStream, read_conversations
+    from training.data import BadSampleBudget, ConversationEncoder, MicroBatches, PrefetchingBatches, SampleStream, read_conversations
 
     if not cfg.model:
         raise TrainingError("no model given (--model or `model:` in the config)")
@@ -314,11 +314,17 @@ def train_stage(cfg: TrainConfig) -> TrainResult:
     encoder = ConversationEncoder(processor, cfg.context_length, cfg.overlong, budget, cfg.fixed_resolution)
     stream = SampleStream(len(conversations), cfg.seed, env.rank, env.world_size)
     batches = MicroBatches(conversations, encoder, stream, cfg.micro_batch_size, processor.tokenizer.pad_token_id)
+    if cfg.prefetch_batches > 0:
+        batches = PrefetchingBatches(batches, cfg.prefetch_batches)
     model = prepare_model(model, cfg, env, broadcast_from_rank0=broadcast)
     objective = LanguageModelingObjective(resolve_loss_impl(cfg.loss_impl, env.device), cfg.ce_chunk_size)
     total = total_steps_for(cfg, len(conversations))
     if env.is_main:
         log.info("stage %d: %d samples, %d steps of %d (accumulation %d x world %d)", cfg.stage, len(conversations), total, cfg.global_batch_size, cfg.accumulation_steps(env.world_size), env.world_size)
-    result = run_training(cfg, model, processor, batches, objective, env, total)
+    try:
+        result = run_training(cfg, model, processor, batches, objective, env, total)
+    finally:
+        if isinstance(batches, PrefetchingBatches):
+            batches.close()
     export_final(cfg, model, processor, env)
     return result

@@ -153,3 +153,41 @@ def test_rank_streams_partition_each_global_batch_and_resume():
     assert [next(resumed) for _ in range(5)] == [next(single) for _ in range(5)]
     with pytest.raises(DataError, match="same number"):
         SampleStream(10, 3, 0, 1).load_state_dict(r0.state_dict())
+
+
+def test_prefetching_gives_the_same_batches_and_a_resumable_state(processor, tmp_path):
+    from training.data import MicroBatches, PrefetchingBatches
+
+    _write_images(tmp_path, [f"p{i}.png" for i in range(5)])
+    data = _jsonl(tmp_path / "d.jsonl", [{"image": f"p{i}.png", "conversations": _turns(("<image>\n<ocr>", f"word{i}"))} for i in range(5)])
+    convs = read_conversations([data], BadSampleBudget())
+
+    def source():
+        enc = ConversationEncoder(processor, 8192, "drop", BadSampleBudget())
+        return MicroBatches(convs, enc, SampleStream(len(convs), seed=1), 2, processor.tokenizer.pad_token_id)
+
+    plain = source()
+    expected = [plain.next_batch()[1] for _ in range(4)]
+    ahead = PrefetchingBatches(source(), depth=3)
+    got = [ahead.next_batch()[1] for _ in range(2)]
+    state = ahead.state_dict()  # after 2 batches, although the producer is further ahead
+    ahead.close()
+    assert got == expected[:2]
+    resumed = PrefetchingBatches(source(), depth=2)
+    resumed.load_state_dict(state)
+    assert [resumed.next_batch()[1] for _ in range(2)] == expected[2:]
+    resumed.close()
+
+
+def test_prefetch_errors_surface_in_the_training_thread(processor, tmp_path):
+    from training.data import MicroBatches, PrefetchingBatches
+
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    _write_images(tmp_path, ["ok.png"])
+    data = _jsonl(tmp_path / "d.jsonl", [{"image": n, "conversations": _turns(("<image>\nq", "a"))} for n in ("bad.png", "ok.png")])
+    budget = BadSampleBudget(max_count=0, max_fraction=1.0)
+    convs = read_conversations([data], budget)
+    enc = ConversationEncoder(processor, 8192, "drop", budget)
+    batches = PrefetchingBatches(MicroBatches(convs, enc, SampleStream(2, seed=0), 2, processor.tokenizer.pad_token_id))
+    with pytest.raises(DataError, match="too many bad samples.*bad.png"):
+        batches.next_batch()
