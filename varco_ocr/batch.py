@@ -103,7 +103,7 @@ class BatchOptions:
     # ...): part of the fingerprint, so changing it redoes documents on resume.
     settings: dict[str, Any] = field(default_factory=dict)
     progress: str = "auto"  # "auto" (rich on a terminal, plain lines otherwise), "rich", "plain", "none"
-    render_in_process: bool | None = None  # None: a child process where fork exists, else a thread
+    render_in_process: bool | None = None  # None: a forked child process on Linux, else a thread
 
 
 @dataclass
@@ -418,13 +418,12 @@ class _Producer:
 
 
 def _start_producer(files: Sequence[InputFile], options: BatchOptions, maxsize: int) -> _Producer:
-    """Render pages ahead of the model, in a child process where ``fork`` exists (Linux), else in a
-    thread. A process because pymupdf holds the GIL while rendering: in a thread it would compete
+    """Render pages ahead of the model, in a forked child process on Linux, else in a thread. A process because pymupdf holds the GIL while rendering: in a thread it would compete
     with the model's Python work instead of overlapping it (measured: benchmarks/batch_throughput.py).
     A process also keeps a crash inside a PDF decoder from taking the whole batch down."""
     use_process = options.render_in_process
-    if use_process is None:
-        use_process = "fork" in multiprocessing.get_all_start_methods()
+    if use_process is None:  # fork is available on macOS too, but unsafe there with system frameworks
+        use_process = sys.platform.startswith("linux")
     if use_process:
         # fork, not spawn: spawn re-imports the caller's __main__ (a script would run twice); the
         # child only renders with pymupdf/Pillow and never touches torch.
