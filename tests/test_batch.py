@@ -373,3 +373,13 @@ def test_cli_batch_options_and_resume(tmp_path, tiny_model_dir):
     assert unwritable.returncode == 2 and unwritable.stderr.startswith("varco-ocr: output folder scans/receipt.png/out is not writable")
     text = _cli("scans/book.pdf", "--pages", "2", *common, cwd=tmp_path)  # no -o: text on stdout, no log written
     assert text.returncode == 0 and not list(scans.rglob(LOG_NAME))
+
+
+def test_thread_and_process_renderers_give_the_same_documents(tmp_path, backend):
+    scans = _scans(tmp_path / "scans")
+    docs = {}
+    for in_process in (False, True):
+        summary = run([scans], backend, BatchOptions(dpi=40, batch_size=4, progress="none", render_in_process=in_process))
+        docs[in_process] = summary.documents
+    assert [d.source for d in docs[True]] == [str(scans / "book.pdf"), str(scans / "receipt.png"), str(scans / "sub" / "fax.tiff")]
+    assert docs[False] == docs[True]
