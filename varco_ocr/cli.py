@@ -70,19 +70,9 @@ def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_lo
         raise fail(str(e), EXIT_USAGE)
 
 
-def _emit(documents, as_json: bool, output: Optional[Path]) -> None:
-    """Print documents to stdout, or write one file per document into ``output``."""
-    if output is not None:
-        for doc in documents:
-            stem = Path(doc.source).stem or "document"
-            if as_json:
-                doc.save(output / f"{stem}.json")
-            else:
-                from varco_ocr.document import write_atomic
-
-                write_atomic(output / f"{stem}.txt", doc.text + "\n")
-        return
-    for i, doc in enumerate(documents):
+def _emit(documents, as_json: bool) -> None:
+    """Print documents to stdout (output folders are the batch runner's job)."""
+    for doc in documents:
         if as_json:
             typer.echo(doc.dumps(indent=2 if len(documents) == 1 else None))
         else:
@@ -131,8 +121,6 @@ def ocr_command(
         server_args = (server, concurrency, timeout) if server else None
         raise typer.Exit(_run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password,
                                     overwrite, max_pixels, engine_args, server_args, split_truncated))
-    if output is not None:
-        _check_output_dir(output)
     images, sources, failed = [], [], 0
     for path in inputs:
         try:
@@ -146,7 +134,7 @@ def ocr_command(
         engine.split_truncated = split_truncated
         pages = engine.ocr_batch(images, batch_size=batch_size)
         docs = [Document(source=str(src), pages=(page,), model=engine.model_name) for src, page in zip(sources, pages)]
-        _emit(docs, as_json, output)
+        _emit(docs, as_json)
     if failed:
         raise typer.Exit(EXIT_FAILED_INPUT)
 
@@ -215,7 +203,7 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
                 typer.echo(f"varco-ocr: {outcome.error}", err=True)
             for page_error in outcome.page_errors:
                 typer.echo(f"varco-ocr: {outcome.source}: {page_error}", err=True)
-        _emit(summary.documents, as_json, None)
+        _emit(summary.documents, as_json)
     return summary.exit_code
 
 
@@ -277,7 +265,7 @@ def parse_command(
     words = [Word(text=w.text, bbox=to_pixels(w.box, width, height)) for w in answer.words]
     page = build_page(words, index=0, width=width, height=height, truncated=answer.truncated)
     doc = Document(source=str(image) if image else str(raw), pages=(page,))
-    _emit([doc], as_json, None)
+    _emit([doc], as_json)
 
 
 def _original_size(image: Optional[Path], size: Optional[str]) -> tuple[int, int]:

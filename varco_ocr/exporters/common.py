@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import unicodedata
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from varco_ocr.document import Document
 
@@ -77,21 +75,3 @@ def resolve_source(document: Document, source: str | os.PathLike | None = None, 
     raise FileNotFoundError(f"source {candidates[0]} of the document not found (needed for page images)")
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` for writers that want a filename (pymupdf, Pillow); renamed
-    over ``path`` only when the block finishes, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -9,8 +9,8 @@ from typing import Iterator
 
 from PIL import Image, ImageDraw
 
-from varco_ocr.document import Document, Page
-from varco_ocr.exporters.common import atomic_path, resolve_source
+from varco_ocr.document import Document, Page, atomic_path
+from varco_ocr.exporters.common import resolve_source
 
 WORD_COLOR = (220, 30, 30)
 LINE_COLOR = (30, 90, 220)

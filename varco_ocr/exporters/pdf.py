@@ -24,8 +24,8 @@ from typing import Iterable, Protocol, Sequence
 
 from PIL import Image
 
-from varco_ocr.document import Document, Page
-from varco_ocr.exporters.common import atomic_path, ocr_system, resolve_source
+from varco_ocr.document import Document, Page, atomic_path
+from varco_ocr.exporters.common import ocr_system, resolve_source
 
 TEXT_FONT_NAME = "VarcoOCRText"  # resource name; unlikely to clash with the original page's fonts
 DEFAULT_IMAGE_DPI = 300.0  # page size of image inputs whose files record no resolution
