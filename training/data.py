@@ -33,11 +33,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
 from varco_ocr import model_spec
+
+T = TypeVar("T")
 
 log = logging.getLogger("training.data")
 
@@ -149,40 +151,60 @@ def parse_record(record: Any, base_dir: Path, where: str, max_images: int = 12) 
     return Conversation(where=where, images=paths, messages=tuple(messages))
 
 
-def read_conversations(paths: Sequence[str | Path], budget: BadSampleBudget, max_images: int = 12) -> list[Conversation]:
-    """Every valid record of the JSON-lines files; bad lines and missing images are skipped via ``budget``."""
-    out: list[Conversation] = []
-    for path in paths:
-        path = Path(path)
+def read_jsonl_samples(
+    paths: Sequence[str | Path],
+    budget: BadSampleBudget,
+    parse: Callable[[Any, Path, str], T],
+    images_of: Callable[[T], Sequence[Path]],
+    what: str = "samples",
+) -> list[T]:
+    """Every valid record of the JSON-lines files, parsed by ``parse(record, base_dir, where)``.
+
+    Blank lines are ignored; a line that is not JSON, fails ``parse`` (``DataError``) or names an image
+    that does not exist is skipped through ``budget``, which aborts the run beyond its limit."""
+    out: list[T] = []
+    for path in map(Path, paths):
         try:
             handle = path.open(encoding="utf-8")
         except OSError as e:
             raise DataError(f"{path}: cannot open data file ({e.strerror})") from None
         with handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                budget.total += 1
-                try:
-                    conversation = parse_record(json.loads(line), path.parent, where, max_images)
-                except json.JSONDecodeError as e:
-                    budget.skip(where, f"invalid JSON ({e.msg} at column {e.colno})")
-                    continue
-                except DataError as e:
-                    budget.skip(where, str(e).removeprefix(f"{where}: "))
-                    continue
-                missing = [p for p in conversation.images if not p.is_file()]
-                if missing:
-                    budget.skip(where, f"image not found: {missing[0]}")
-                    continue
-                out.append(conversation)
+            try:
+                lines = list(handle)
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: not UTF-8 text") from None
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            budget.total += 1
+            try:
+                sample = parse(json.loads(line), path.parent, where)
+            except json.JSONDecodeError as e:
+                budget.skip(where, f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            except DataError as e:
+                budget.skip(where, str(e).removeprefix(f"{where}: "))
+                continue
+            missing = [p for p in images_of(sample) if not p.is_file()]
+            if missing:
+                budget.skip(where, f"image not found: {missing[0]}")
+                continue
+            out.append(sample)
     budget.total_known = True
     if budget.skipped:
         budget.check()
     if not out:
-        raise DataError(f"no usable samples in {', '.join(str(p) for p in paths)}")
+        raise DataError(f"no usable {what} in {', '.join(str(p) for p in paths)}")
     return out
+
+
+def read_conversations(paths: Sequence[str | Path], budget: BadSampleBudget, max_images: int = 12) -> list[Conversation]:
+    """Every valid conversation of the JSON-lines files; bad lines and missing images are skipped via ``budget``."""
+    return read_jsonl_samples(
+        paths, budget, lambda record, base, where: parse_record(record, base, where, max_images),
+        lambda c: c.images,
+    )
 
 
 # --- encoding ------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from training.data import (
     EncodedSample,
     collate,
     parse_record,
+    read_jsonl_samples,
 )
 from training.losses import (
     DEFAULT_TOKEN_CHUNK,
@@ -120,38 +121,10 @@ def parse_preference_record(record: Any, base_dir: Path, where: str, max_images:
 
 def read_preference_pairs(paths: Sequence[str | Path], budget: BadSampleBudget, max_images: int = 12) -> list[PreferencePair]:
     """Every valid pair of the JSON-lines files; bad lines and missing images are skipped via ``budget``."""
-    pairs: list[PreferencePair] = []
-    for path in map(Path, paths):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise DataError(f"{path}: cannot open data file ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: not UTF-8 text") from None
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            budget.total += 1
-            try:
-                pair = parse_preference_record(json.loads(line), path.parent, where, max_images)
-            except json.JSONDecodeError as exc:
-                budget.skip(where, f"invalid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            except DataError as exc:
-                budget.skip(where, str(exc).removeprefix(f"{where}: "))
-                continue
-            missing = [p for p in pair.chosen.images if not p.is_file()]
-            if missing:
-                budget.skip(where, f"image not found: {missing[0]}")
-                continue
-            pairs.append(pair)
-    budget.total_known = True
-    if budget.skipped:
-        budget.check()
-    if not pairs:
-        raise DataError(f"no usable preference pairs in {', '.join(str(p) for p in paths)}")
-    return pairs
+    return read_jsonl_samples(
+        paths, budget, lambda record, base, where: parse_preference_record(record, base, where, max_images),
+        lambda pair: pair.chosen.images, what="preference pairs",
+    )
 
 
 def final_answer_only(labels: torch.Tensor) -> torch.Tensor:

@@ -191,3 +191,16 @@ def test_prefetch_errors_surface_in_the_training_thread(processor, tmp_path):
     batches = PrefetchingBatches(MicroBatches(convs, enc, SampleStream(2, seed=0), 2, processor.tokenizer.pad_token_id))
     with pytest.raises(DataError, match="too many bad samples.*bad.png"):
         batches.next_batch()
+
+
+def test_unreadable_files_and_files_without_usable_samples_are_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match=r"missing\.jsonl: cannot open data file"):
+        read_conversations([tmp_path / "missing.jsonl"], BadSampleBudget())
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes('{"conversations": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.jsonl: not UTF-8 text"):
+        read_conversations([latin1], BadSampleBudget())
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n   \n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"no usable samples in .*blank\.jsonl"):
+        read_conversations([blank], BadSampleBudget())
