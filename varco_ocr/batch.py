@@ -84,6 +84,9 @@ class LazyBackend:
         return self._backend.ocr_batch(images, batch_size=batch_size, indices=indices)
 
 
+MIN_PREFETCH = 4  # the smallest default render-ahead queue (pages and document markers)
+
+
 @dataclass
 class BatchOptions:
     out_dir: Path | None = None  # None: documents are returned in the summary, nothing is written
@@ -94,8 +97,10 @@ class BatchOptions:
     password: str | None = None
     overwrite: bool = False
     batch_size: int = 4
-    # Pages rendered ahead of the model (the queue bound); default one batch: while the model reads a
-    # batch the producer renders the next, and at most about two batches of pages are alive at once.
+    # Pages rendered ahead of the model (the queue bound); default one batch but at least
+    # MIN_PREFETCH: while the model reads a batch the producer renders the next, and the slack keeps
+    # the renderer from stalling on a document's start and end markers, which share the queue
+    # (measured, batch size 1: a bound of 1 made the pipeline slower than a naive loop, 4 faster).
     prefetch: int | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     model: str | None = None  # recorded in each Document; defaults to the backend's model_name
@@ -621,7 +626,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
         log.append({"event": "run", "formats": list(options.formats), "documents": len(todo), "skipped": summary.count("skipped")})
 
     batch_size = max(1, options.batch_size)
-    producer = _start_producer(todo, options, options.prefetch or batch_size) if todo else None
+    producer = _start_producer(todo, options, options.prefetch or max(batch_size, MIN_PREFETCH)) if todo else None
     states: dict[int, _DocState] = {}
     finished: set[int] = set()
     pending: list[_DocPage] = []
