@@ -206,6 +206,38 @@ def test_bad_documents_fail_alone_and_are_retried(tmp_path, backend):
     assert "wrong --password" in wrong.outcomes[0].error
 
 
+def _pdf_with_a_damaged_page(path: Path) -> None:
+    """Three text pages; page 2's content stream refers to a missing image and ends in garbage."""
+    pdf = pymupdf.open()
+    for i in range(3):
+        pdf.new_page(width=200, height=200).insert_text((20, 40), f"page {i + 1}")
+    pdf.update_stream(pdf[1].get_contents()[0], b"BT /helv 11 Tf 20 40 Td (page 2) Tj ET q /Im99 Do Q BI junk ]] EI")
+    pdf.save(path)
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_damaged_page_is_read_as_far_as_it_renders_and_reported(tmp_path, backend, in_process):
+    _pdf_with_a_damaged_page(tmp_path / "damaged.pdf")
+    out = tmp_path / "out"
+    options = BatchOptions(out_dir=out, formats=("json",), dpi=40, progress="none", render_in_process=in_process)
+    outcome = run([tmp_path / "damaged.pdf"], backend, options).outcomes[0]
+    assert outcome.status == "done" and outcome.pages == 3  # nothing is lost: every page was read
+    assert len(outcome.page_warnings) == 1
+    assert outcome.page_warnings[0].startswith("page 2: damaged, read as far as it renders: ")
+    assert "Im99" in outcome.page_warnings[0]
+    logged = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+    assert logged[-2]["page_warnings"] == outcome.page_warnings  # the last record is the run's end
+
+
+def test_cli_names_a_damaged_page_on_stderr(tmp_path, tiny_model_dir):
+    _pdf_with_a_damaged_page(tmp_path / "damaged.pdf")
+    common = ["--model", str(tiny_model_dir), "--max-new-tokens", "8", "--min-long-side", "0", "--max-grid", "1", "--dpi", "40"]
+    result = _cli("damaged.pdf", *common, cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "varco-ocr: damaged.pdf: page 2: damaged, read as far as it renders:" in result.stderr
+    assert "page 1: damaged" not in result.stderr and "page 3: damaged" not in result.stderr
+
+
 def test_unwritable_output_folder_stops_before_any_work(tmp_path, backend):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

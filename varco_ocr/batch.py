@@ -119,6 +119,7 @@ class DocumentOutcome:
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
     page_errors: list[str] = field(default_factory=list)
+    page_warnings: list[str] = field(default_factory=list)  # damaged pages that were still read
     seconds: float = 0.0
 
 
@@ -494,12 +495,16 @@ class _Progress:
             self._rich.update(self._docs, advance=1)
             if outcome.status not in ("done", "skipped"):
                 self._rich.console.print(f"[red]{outcome.status}[/red] {outcome.source}: {outcome.error or '; '.join(outcome.page_errors)}")
+            for warning in outcome.page_warnings:
+                self._rich.console.print(f"[yellow]warning[/yellow] {outcome.source}: {warning}", highlight=False)
             return
         if self.mode == "plain":
             rate = self._rate()
             left = self.total_pages - self.pages_done
             eta = f"{left / rate:.0f} s" if rate > 0 and outcome.status != "skipped" else "-"
             detail = outcome.error or "; ".join(outcome.page_errors) or f"{outcome.pages} pages, {outcome.seconds:.1f} s"
+            if outcome.page_warnings:
+                detail += "; " + "; ".join(outcome.page_warnings)
             print(
                 f"[{self.docs_done}/{self.total_docs}] {outcome.status} {outcome.source}: {detail} "
                 f"({self.pages_done}/{self.total_pages} pages, {rate:.2f} pages/s, ETA {eta})",
@@ -548,6 +553,7 @@ class _DocState:
     ended: bool = False
     pages: dict[int, Page] = field(default_factory=dict)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def complete(self) -> bool:
         if self.error is not None:
@@ -681,6 +687,8 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
                 state(msg.doc_no).ended = True
             elif isinstance(msg, _DocPage):
                 msg.page = _from_shared(msg.page)
+                if msg.page.warning:
+                    state(msg.doc_no).warnings.append(msg.page.warning)
                 if msg.page.image is None:
                     st = state(msg.doc_no)
                     st.pages[msg.page.index] = Page(index=msg.page.index, width=0, height=0, dpi=msg.page.dpi, error=msg.page.error)
@@ -733,7 +741,8 @@ def _finish_document(
     )
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
-    outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors, seconds=seconds)
+    outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,
+                              page_warnings=list(st.warnings), seconds=seconds)
     if out_dir is None:
         summary.documents.append(document)
         return outcome
@@ -760,6 +769,7 @@ def _finish_document(
                 "fingerprint": st.fingerprint,
                 "pages": len(pages),
                 "page_errors": page_errors,
+                "page_warnings": outcome.page_warnings,
                 "error": outcome.error,
                 "outputs_by_format": by_format if outcome.error is None else {},
                 "seconds": round(seconds, 3),

@@ -201,8 +201,8 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         for outcome in summary.outcomes:
             if outcome.error:
                 typer.echo(f"varco-ocr: {outcome.error}", err=True)
-            for page_error in outcome.page_errors:
-                typer.echo(f"varco-ocr: {outcome.source}: {page_error}", err=True)
+            for page_problem in outcome.page_errors + outcome.page_warnings:
+                typer.echo(f"varco-ocr: {outcome.source}: {page_problem}", err=True)
         _emit(summary.documents, as_json)
     return summary.exit_code
 

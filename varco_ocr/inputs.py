@@ -240,6 +240,9 @@ class PageImage:
     # instead of ``image``: the batch runner's renderer process copies the samples straight into
     # shared memory, skipping two full-page copies through Pillow.
     raw: tuple[str, tuple[int, int], object] | None = None
+    # A page that rendered, but with MuPDF reporting damage (a broken content stream, a missing
+    # resource): its pixels are OCR'd as far as they go and the page is reported, never silently blank.
+    warning: str | None = None
 
     def bbox_pt(self, bbox: BBox) -> BBoxPt | None:
         return None if self.geometry is None else self.geometry.bbox_pt(bbox)
@@ -316,6 +319,7 @@ class InputDocument:
         assert doc is not None, "document is closed"
         dpi = self.dpi or DEFAULT_DPI
         for i in self.page_indices:
+            pymupdf.TOOLS.mupdf_warnings(reset=True)  # start this page's damage report empty
             try:
                 page = doc.load_page(i)  # type: ignore[attr-defined]
                 rect = page.rect
@@ -337,7 +341,16 @@ class InputDocument:
                 reason = str(e) if isinstance(e, InputError) else f"page {i + 1}: {_reason(e)}"
                 yield PageImage(i, None, dpi=dpi, error=reason)
                 continue
-            yield PageImage(i, image, dpi=dpi, geometry=geometry, raw=raw)
+            yield PageImage(i, image, dpi=dpi, geometry=geometry, raw=raw, warning=_damage_report(i, pymupdf.TOOLS.mupdf_warnings(reset=True)))
+
+
+def _damage_report(index: int, mupdf_warnings: str) -> str | None:
+    """One line for a page MuPDF warned about while rendering, or None for a clean page."""
+    lines = [line.strip() for line in mupdf_warnings.splitlines() if line.strip()]
+    if not lines:
+        return None
+    more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
+    return f"page {index + 1}: damaged, read as far as it renders: {lines[0]}{more}"
 
 
 def _reason(e: BaseException) -> str:
