@@ -15,8 +15,16 @@ from typing import List, Optional
 import typer
 
 from varco_ocr import model_spec
+from varco_ocr.cli_options import (
+    DeviceOpt,
+    DtypeOpt,
+    MaxGridOpt,
+    MaxNewTokensOpt,
+    MaxPixelsOpt,
+    MinLongSideOpt,
+    ModelOpt,
+)
 from varco_ocr.errors import VarcoOCRError
-from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LONG_SIDE
 
 app = typer.Typer(
     name="varco-ocr",
@@ -35,18 +43,6 @@ EXIT_USAGE = 2
 def fail(message: str, code: int = EXIT_USAGE) -> "typer.Exit":
     typer.echo(f"varco-ocr: {message}", err=True)
     return typer.Exit(code)
-
-
-# Options shared by every command that loads a model.
-ModelOpt = typer.Option(model_spec.DEFAULT_MODEL, "--model", "-m", help="Hub id or local model folder.")
-DeviceOpt = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")
-DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu), bf16, fp16, fp32.")
-MaxNewTokensOpt = typer.Option(8192, "--max-new-tokens", help="Token budget of one answer.")
-MinLongSideOpt = typer.Option(
-    DEFAULT_MIN_LONG_SIDE, "--min-long-side", help="Upscale so the longer side is at least this (0 disables)."
-)
-MaxGridOpt = typer.Option(model_spec.DEFAULT_MAX_GRID, "--max-grid", help="AnyRes grid: up to N x N tiles of 384 px.")
-MaxPixelsOpt = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images larger than this many pixels.")
 
 
 def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_long_side: int, max_grid: int,

@@ -103,7 +103,7 @@ def test_runs_the_tiny_model_end_to_end(tiny_model_dir, tmp_path):
     if not shared.is_dir():
         pytest.skip("shared ICDAR2015 sample not found")
     out = tmp_path / "preds"
-    proc = run("icdar2015", "--data", shared, "--model", tiny_model_dir, "--max-images", "3", "--device", "cpu",
+    proc = run("icdar2015", "--data", shared, "--model", tiny_model_dir, "--max-images", "3", "--device", "cpu", "--max-new-tokens", "16",
                "--batch-size", "2", "--save-predictions", out, "--json", tmp_path / "r.json")
     assert proc.returncode == 0, proc.stderr
     assert "CLEval end-to-end H-mean x 100" in proc.stdout
@@ -121,5 +121,34 @@ def test_runs_the_tiny_model_end_to_end(tiny_model_dir, tmp_path):
         assert sorted(zf.namelist()) == ["res_img_1.txt", "res_img_2.txt", "res_img_3.txt"]
     # the saved predictions score exactly as the run did
     again = run("icdar2015", "--data", shared, "--max-images", "3", "-p", out / "predictions.jsonl", "--json", tmp_path / "r2.json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "r2.json").read_text())["metrics"] == report["metrics"]
+
+
+def test_cord_parquet_runs_the_tiny_model_from_image_bytes(tiny_model_dir, tmp_path):
+    """CORD as the Hugging Face parquet files hold it: images are bytes in the rows, not files."""
+    import io
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from eval.test_datasets import cord_annotation
+
+    rows = []
+    for colour in ("white", "lightgrey"):
+        buf = io.BytesIO()
+        Image.new("RGB", (100, 200), colour).save(buf, format="PNG")
+        rows.append({"bytes": buf.getvalue(), "path": None})
+    data = tmp_path / "cord"
+    data.mkdir()
+    pq.write_table(pa.table({"image": rows, "ground_truth": [json.dumps(cord_annotation())] * 2}),
+                   data / "test-00000-of-00001.parquet")
+    out = tmp_path / "preds"
+    proc = run("cord", "--data", data, "--model", tiny_model_dir, "--device", "cpu", "--max-new-tokens", "16",
+               "--save-predictions", out, "--json", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["images"] == 2 and len((out / "predictions.jsonl").read_text().splitlines()) == 2
+    again = run("cord", "--data", data, "-p", out / "predictions.jsonl", "--json", tmp_path / "r2.json")
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "r2.json").read_text())["metrics"] == report["metrics"]

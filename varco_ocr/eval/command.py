@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from varco_ocr import model_spec
+from varco_ocr.cli_options import DeviceOpt, DtypeOpt, MaxGridOpt, MaxNewTokensOpt, MinLongSideOpt
 from varco_ocr.eval.regions import EvalDataError
 
 EXIT_BAD_INPUT = 1
@@ -34,7 +35,11 @@ def eval_command(
         "Without it the model is run.",
     ),
     model: str = typer.Option(model_spec.DEFAULT_MODEL, "--model", "-m", help="Hub id or local model folder (when running the model)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    max_new_tokens: int = MaxNewTokensOpt,
+    min_long_side: int = MinLongSideOpt,
+    max_grid: int = MaxGridOpt,
     metric: str = typer.Option("default", "--metric", help="Comma list of cleval, det, e2e, deteval, text; or default, all."),
     word_spotting: bool = typer.Option(False, "--word-spotting", help="RRC end-to-end in word-spotting mode."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report (with per-image figures) as JSON here."),
@@ -69,7 +74,9 @@ def eval_command(
         if predictions is not None:
             preds = read_predictions(predictions)
         else:
-            preds = _run_model(samples, model, device, batch_size, save_predictions)
+            engine_settings = dict(device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+                                   min_long_side=min_long_side, max_grid=max_grid)
+            preds = _run_model(samples, model, engine_settings, batch_size, save_predictions)
     except EvalDataError as e:
         raise _fail(str(e), EXIT_BAD_INPUT)
     except OSError as e:
@@ -84,8 +91,9 @@ def eval_command(
             raise _fail(f"{json_path}: cannot write report ({e.strerror or e})", EXIT_BAD_INPUT)
 
 
-def _run_model(samples, model: str, device: str, batch_size: int, save_dir: Optional[Path]):
-    """OCR every sample image with the engine; returns predictions keyed like the samples."""
+def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save_dir: Optional[Path]):
+    """OCR every sample image with the engine (as `varco-ocr ocr` would with the same options);
+    returns predictions keyed like the samples."""
     from varco_ocr.document import Document
     from varco_ocr.errors import VarcoOCRError
     from varco_ocr.eval.datasets import open_sample_image
@@ -94,7 +102,7 @@ def _run_model(samples, model: str, device: str, batch_size: int, save_dir: Opti
     try:
         from varco_ocr.engine import OCREngine
 
-        engine = OCREngine(model=model, device=device)
+        engine = OCREngine(model=model, **engine_settings)
     except (VarcoOCRError, ValueError) as e:
         raise _fail(str(e), EXIT_USAGE)
     documents = []
