@@ -151,6 +151,19 @@ def parse_record(record: Any, base_dir: Path, where: str, max_images: int = 12) 
     return Conversation(where=where, images=paths, messages=tuple(messages))
 
 
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, read as it goes; unreadable files are one DataError."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open data file ({e.strerror})") from None
+    with handle:
+        try:
+            yield from enumerate(handle, start=1)
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None
+
+
 def read_jsonl_samples(
     paths: Sequence[str | Path],
     budget: BadSampleBudget,
@@ -164,16 +177,7 @@ def read_jsonl_samples(
     that does not exist is skipped through ``budget``, which aborts the run beyond its limit."""
     out: list[T] = []
     for path in map(Path, paths):
-        try:
-            handle = path.open(encoding="utf-8")
-        except OSError as e:
-            raise DataError(f"{path}: cannot open data file ({e.strerror})") from None
-        with handle:
-            try:
-                lines = list(handle)
-            except UnicodeDecodeError:
-                raise DataError(f"{path}: not UTF-8 text") from None
-        for lineno, line in enumerate(lines, start=1):
+        for lineno, line in _numbered_lines(path):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"

@@ -17,5 +17,3 @@ MinLongSideOpt = typer.Option(
 )
 MaxGridOpt = typer.Option(model_spec.DEFAULT_MAX_GRID, "--max-grid", help="AnyRes grid: up to N x N tiles of 384 px.")
 MaxPixelsOpt = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images larger than this many pixels.")
-
-
