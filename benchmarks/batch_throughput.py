@@ -4,6 +4,7 @@ Corpus: several multi-page scanned-style PDFs and single-page images. Variants, 
   naive      open each document, render a page, OCR it alone, next page (no overlap, no batching)
   thread     varco_ocr.batch, batch size 1, pages rendered by a thread (render_in_process=False)
   overlap    varco_ocr.batch, batch size 1, pages rendered by the default child process
+  overlap-q1 the same with a render-ahead queue of one item (the default before MIN_PREFETCH)
   batched    varco_ocr.batch, batch size 4: overlap plus pages of several documents per generate
 torch uses one thread in every variant, so the renderer has the second core (2-core machine).
 
@@ -45,10 +46,11 @@ def naive(engine, files: list[Path], dpi: float, out: Path) -> int:
     return pages_done
 
 
-def pipelined(engine, folder: Path, dpi: float, out: Path, batch_size: int, in_process: bool = True) -> int:
+def pipelined(engine, folder: Path, dpi: float, out: Path, batch_size: int, in_process: bool = True, prefetch: int | None = None) -> int:
     from varco_ocr.batch import BatchOptions, run
 
-    options = BatchOptions(out_dir=out, formats=("json",), dpi=dpi, batch_size=batch_size, progress="none", render_in_process=in_process)
+    options = BatchOptions(out_dir=out, formats=("json",), dpi=dpi, batch_size=batch_size, progress="none",
+                           render_in_process=in_process, prefetch=prefetch)
     summary = run([folder], engine, options)
     assert summary.exit_code == 0
     return summary.pages
@@ -101,6 +103,7 @@ def main() -> None:
             ("naive", lambda out: naive(engine, files, args.dpi, out)),
             ("thread", lambda out: pipelined(engine, corpus, args.dpi, out, 1, in_process=False)),
             ("overlap", lambda out: pipelined(engine, corpus, args.dpi, out, 1)),
+            ("overlap-q1", lambda out: pipelined(engine, corpus, args.dpi, out, 1, prefetch=1)),
             ("batched", lambda out: pipelined(engine, corpus, args.dpi, out, 4)),
         )
         times: dict[str, list[float]] = {name: [] for name, _ in variants}
@@ -110,12 +113,12 @@ def main() -> None:
                 start = time.monotonic()
                 pages = fn(tmp / f"out-{name}-{rep}")
                 times[name].append(time.monotonic() - start)
-                print(f"run {rep + 1} {name:8s} {pages} pages in {times[name][-1]:6.1f} s", flush=True)
+                print(f"run {rep + 1} {name:10s} {pages} pages in {times[name][-1]:6.1f} s", flush=True)
         median = {name: statistics.median(t) for name, t in times.items()}
         print(f"settings: dpi {args.dpi:.0f}, max_grid {args.max_grid}, min_long_side {args.min_long_side}, "
               f"max_new_tokens {args.max_new_tokens}{' (full answers)' if args.full_answers else ''}, {pages} pages in {len(files)} documents, torch threads 1")
         for name, seconds in median.items():
-            print(f"{name:8s} median {seconds:6.1f} s: {pages / seconds:.3f} pages/s, "
+            print(f"{name:10s} median {seconds:6.1f} s: {pages / seconds:.3f} pages/s, "
                   f"{median['naive'] / seconds:.2f}x the naive loop")
 
 
