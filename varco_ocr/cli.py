@@ -223,10 +223,10 @@ def _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixel
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether option ``name`` was set by the user (command line or environment), not defaulted."""
-    import click
-
-    return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    """Whether option ``name`` was set by the user (command line or environment), not defaulted.
+    Compared by name: typer may carry its own copy of click's ParameterSource enum."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def _check_output_dir(output: Path) -> None:

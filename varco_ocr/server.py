@@ -561,7 +561,7 @@ class ServerBackend:
             answered.append(f"{server.url}: /models lists no model")
         if not answered:
             raise ServerError(self._clip("no server answered: " + "; ".join(unreachable), 600))
-        raise ServerError(self._clip("cannot discover the served model (" + "; ".join(answered + unreachable), 400)
+        raise ServerError("cannot discover the served model (" + self._clip("; ".join(answered + unreachable), 400)
                           + "); pass --model NAME")
 
     def _reachable(self, model: str) -> str:
