@@ -193,14 +193,19 @@ def test_unusable_retry_after_falls_back_to_the_backoff(fake_servers, garbage):
     assert page.error is None and gaps(server)[0] < 0.5
 
 
-def test_the_default_retry_count_is_four(fake_servers):
+def test_the_default_retry_count_and_the_jittered_exponential_backoff(fake_servers, monkeypatch):
+    import varco_ocr.server as server_module
+
     server = fake_servers(fail_first=100)
-    b = ServerBackend([server.url], model="m", backoff=0.001, min_long_side=0)  # retries: the default
+    # the jitter's random draw pinned near its top: each wait is 1.499 x 0.05 x 2**attempt, which a
+    # constant backoff (0.05 each time) or one without jitter (0.05 x 2**attempt) falls short of
+    monkeypatch.setattr(server_module.random, "random", lambda: 0.999)
+    b = ServerBackend([server.url], model="m", backoff=0.05, min_long_side=0)  # retries: the default
     page = one_page(b)
     assert DEFAULT_RETRIES == 4
     assert len(server.requests) == 5 and "gave up after 5 attempts" in page.error
-    # jittered exponential backoff between them: each gap at least half its base, and they grow
-    assert all(g >= 0.0005 * 2 ** i for i, g in enumerate(gaps(server)))
+    waits = gaps(server)
+    assert all(w >= 0.05 * 2 ** i * 1.499 for i, w in enumerate(waits)), waits
 
 
 # ------------------------------------------------------------------------------------------------

@@ -150,14 +150,14 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 
 def retry_delay(attempt: int, retry_after: float | None, *, backoff: float, max_backoff: float, timeout: float,
-                rand: Callable[[], float] = random.random) -> float:
+                rand: Callable[[], float] | None = None) -> float:
     """Seconds to wait before retry number ``attempt + 1``: the server's ``Retry-After`` exactly, but
     never longer than ``timeout`` (a server cannot park a page for an hour); else an exponential
     backoff capped at ``max_backoff``, scaled by a jitter in [0.5, 1.5) so that pages which failed
     together do not come back together."""
     if retry_after is not None:
         return min(retry_after, timeout)
-    return min(max_backoff, backoff * (2 ** attempt)) * (0.5 + rand())
+    return min(max_backoff, backoff * (2 ** attempt)) * (0.5 + (rand or random.random)())
 
 
 class _Deadline:
