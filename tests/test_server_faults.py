@@ -526,3 +526,42 @@ def test_a_server_without_the_model_is_the_discovery_error(fake_servers, tmp_pat
     assert res.exit_code == 2
     assert res.stderr == (f"varco-ocr: cannot discover the served model ({server.url}: /models lists no model); "
                           f"pass --model NAME (e.g. --model {model_spec.DEFAULT_MODEL})\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# `ask` through a server: the same checks on its answers and streams
+# ------------------------------------------------------------------------------------------------
+
+
+def sse(handler, events: list[str]) -> None:
+    data = "".join(f"data: {e}\n\n" for e in events).encode()
+    handler.reply_bytes(200, data, {"Content-Type": "text/event-stream"})
+
+
+@pytest.mark.parametrize(("answer", "stream", "code", "out", "err"), [
+    (completion("It says TOTAL.", finish_reason="stop") | {"usage": {"prompt_tokens": 9, "completion_tokens": 4}},
+     False, 0, "It says TOTAL.\n", ""),
+    (completion(["It says TOTAL."]), False, 2, "", "choices[0].message.content is a list, not text"),
+    (completion("ok") | {"usage": {"prompt_tokens": "many"}}, False, 2, "", "usage.prompt_tokens is 'many', not a token count"),
+    (['{"choices": [{"delta": {"content": "It says "}}]}', '{"choices": [{"delta": {"content": "TOTAL."}}]}', "[DONE]"],
+     True, 0, "It says TOTAL.\n", ""),
+    (['{"choices": [{"delta": {"content": "It says "}}]}', '{"choices": [{"delta": {"content": 5}}]}'],
+     True, 2, "It says ", "the server's stream broke off (a streamed delta's content is a int, not text)"),
+    (['{"choices": [{"delta": {"content": ["x"]}}]}'], True, 2, "", "a streamed delta's content is a list, not text"),
+])
+def test_ask_through_a_server_checks_its_answers(fake_servers, tmp_path, answer, stream, code, out, err):
+    [image] = save_pages(tmp_path / "in", [100])
+
+    def respond(handler, body):
+        if body.get("stream"):
+            sse(handler, answer)
+        else:
+            handler.reply(200, answer)
+        return True
+
+    server = fake_servers(respond=respond)
+    res = run_cli("ask", image, "What does it say?", "--server", server.url, "--model", "m", *(["--stream"] if stream else []))
+    assert res.exit_code == code and res.stdout == out, res.output
+    lines = res.stderr.splitlines()
+    assert (lines == []) if not err else (len(lines) == 1 and err in lines[0]), res.stderr
+    assert len(server.requests) == 1
