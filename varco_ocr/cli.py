@@ -98,7 +98,7 @@ def ocr_command(
         None, "--server", help="OpenAI-compatible server URL, e.g. http://gpu1:8000/v1 (repeatable); "
         "API key from VARCO_OCR_API_KEY or OPENAI_API_KEY."),
     concurrency: int = typer.Option(8, "--concurrency", help="With --server: most requests in flight."),
-    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds to wait for an answer."),
+    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds for each whole request (connect to last byte)."),
     split_truncated: bool = typer.Option(False, "--split-truncated",
                                          help="Re-read truncated pages as overlapping horizontal bands."),
     model: str = ModelOpt,
@@ -347,7 +347,7 @@ def ask_command(
     chat: bool = typer.Option(False, "--chat", help="Then read follow-up questions from stdin until an empty line."),
     server: Optional[str] = typer.Option(None, "--server", help="Ask an OpenAI-compatible server instead, e.g. "
                                          "http://gpu1:8000/v1 (model from its /v1/models unless --model)."),
-    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds to wait for an answer."),
+    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds for each whole request (connect to last byte)."),
     model: str = typer.Option("NCSOFT/VARCO-VISION-2.0-1.7B", "--model", "-m", help="Hub id or local model folder."),
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
