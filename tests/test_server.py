@@ -12,19 +12,14 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import os
 import shutil
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -35,6 +30,7 @@ from varco_ocr import batch, model_spec
 from varco_ocr.cli import app
 from varco_ocr.engine import OCREngine
 from varco_ocr.server import ServerBackend, ServerError, confidences_from_logprobs, looks_tag_stripped, normalise_url
+from varco_ocr.testing.fake_server import FakeServer, completion, request_image
 
 pytestmark = pytest.mark.slow
 
@@ -197,81 +193,6 @@ def test_stripped_tags_are_detected_with_the_fix(transformers_server, taught_mod
 # ------------------------------------------------------------------------------------------------
 
 
-def answer_for(width: int) -> tuple[str, list[dict]]:
-    """An answer naming the page width, with per-token log-probabilities as vLLM returns them."""
-    tokens = [("<char>", -0.01), ("W", -0.1), (str(width), -0.7), ("</char>", -0.01), ("<bbox>", -0.01),
-              ("0.1, 0.2, 0.5, 0.4", -0.05), ("</bbox>", -0.01)]
-    return "".join(t for t, _ in tokens), [{"token": t, "logprob": lp} for t, lp in tokens]
-
-
-class FakeServer:
-    """Behaviours: ``fail_first`` 500s, then answers; ``hang`` never answers in time; ``die_after`` answers
-    then stops listening. Records every request."""
-
-    def __init__(self, *, fail_first: int = 0, hang: bool = False, die_after: int | None = None, reject_fields=()):
-        self.fail_first, self.hang, self.die_after, self.reject_fields = fail_first, hang, die_after, set(reject_fields)
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.answered = 0
-        self.release = threading.Event()
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def reply(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self.reply(200, {"object": "list", "data": [{"id": "NCSOFT/VARCO-VISION-2.0-1.7B-OCR"}]})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    fake.requests.append(body)
-                    fake.headers.append(dict(self.headers))
-                    n = len(fake.requests)
-                refused = fake.reject_fields & set(body)
-                if refused:
-                    return self.reply(422, {"detail": f"Unexpected fields in the request: {refused}"})
-                if n <= fake.fail_first:
-                    return self.reply(500, {"error": "warming up"})
-                if fake.hang:
-                    fake.release.wait(5)  # bounded: teardown releases it at once
-                    return
-                url = body["messages"][0]["content"][0]["image_url"]["url"]
-                width = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size[0]
-                text, logprobs = answer_for(width)
-                self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                              "finish_reason": "stop", "logprobs": {"content": logprobs}}]})
-                with fake.lock:
-                    fake.answered += 1
-                    dying = fake.die_after is not None and fake.answered >= fake.die_after
-                if dying:
-                    threading.Thread(target=fake.stop, daemon=True).start()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.stopped = False
-
-    def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            self.release.set()
-            self.httpd.shutdown()
-            self.httpd.server_close()  # nothing listens any more: connections are refused
-
-
 @pytest.fixture()
 def fake_servers():
     made: list[FakeServer] = []
@@ -403,12 +324,31 @@ def test_every_server_dead_is_one_line_per_page_not_a_hang(fake_servers, tmp_pat
     gone = fake_servers()
     url = gone.url
     gone.stop()
-    with pytest.raises(ServerError, match="pass --model"):
-        backend([url])  # discovery needs a live server
-    b = backend([url], model="m", retries=2)
+    # nothing answers: said as such at the start, model given or not (issue 16 item 5)
+    for model in (None, "m"):
+        with pytest.raises(ServerError) as caught:
+            backend([url], model=model)
+        assert str(caught.value) == f"no server answered: {url} (connection refused)"
+    # a server that dies after the start: each page fails alone, with one line
+    dying = fake_servers()
+    b = backend([dying.url], model="m", retries=2)
+    dying.stop()
     pages = b.ocr_batch(page_images(2))
     b.close()
-    assert all(p.error and "cannot connect" in p.error for p in pages)
+    assert all(p.error and "connection refused (gave up after 3 attempts)" in p.error and "\n" not in p.error for p in pages)
+
+
+def test_discovery_fails_only_when_a_server_answers_without_a_model(fake_servers):
+    empty = fake_servers(models=())
+    with pytest.raises(ServerError, match=r"^cannot discover the served model \(.*lists no model\); pass --model NAME$"):
+        backend([empty.url])
+    # a down server beside it does not hide that: discovery looks at every server
+    down = fake_servers()
+    down.stop()
+    with pytest.raises(ServerError, match="cannot discover"):
+        backend([down.url, empty.url])
+    # the model given is used as given, without asking for the list
+    assert backend([empty.url], model="NCSOFT/VARCO-VISION-2.0-1.7B-OCR").model_name == "NCSOFT/VARCO-VISION-2.0-1.7B-OCR"
 
 
 def test_tag_stripped_answers_are_recognised():
@@ -466,23 +406,17 @@ def read_black_boxes(image: Image.Image, limit: int) -> tuple[str, bool]:
 
 class ReadingServer(FakeServer):
     def __init__(self, limit: int):
-        super().__init__()
         self.limit = limit
         self.sizes: list[tuple[int, int]] = []
-        reading = self
+        super().__init__(respond=self.read)
 
-        class Handler(self.httpd.RequestHandlerClass):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                url = body["messages"][0]["content"][0]["image_url"]["url"]
-                image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-                with reading.lock:
-                    reading.sizes.append(image.size)
-                text, cut = read_black_boxes(image, reading.limit)
-                self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                              "finish_reason": "length" if cut else "stop"}]})
-
-        self.httpd.RequestHandlerClass = Handler
+    def read(self, handler, body) -> bool:
+        image = request_image(body)
+        with self.lock:
+            self.sizes.append(image.size)
+        text, cut = read_black_boxes(image, self.limit)
+        handler.reply(200, completion(text, finish_reason="length" if cut else "stop"))
+        return True
 
 
 def test_split_truncated_reads_a_dense_page_completely_through_a_server():

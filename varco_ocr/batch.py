@@ -569,18 +569,12 @@ def _ocr_pages(backend: OCRBackend, items: list[_DocPage]) -> list[Page]:
         pages = backend.ocr_batch(images, batch_size=len(images), indices=indices)  # type: ignore[arg-type]
     except (KeyboardInterrupt, BackendUnavailable):
         raise
-    except Exception:  # noqa: BLE001
-        if len(items) == 1:
-            raise
-        pages = []
-        for it in items:
-            try:
-                pages.extend(_ocr_pages(backend, [it]))
-            except (KeyboardInterrupt, BackendUnavailable):
-                raise
-            except Exception as e:  # noqa: BLE001
-                pages.append(Page(index=it.page.index, width=0, height=0, dpi=it.page.dpi, error=f"page {it.page.index + 1}: OCR failed ({e})"))
-        return pages
+    except Exception as e:  # noqa: BLE001
+        if len(items) == 1:  # a page that fails alone is a recorded page failure, not the run's end
+            it = items[0]
+            return [Page(index=it.page.index, width=0, height=0, dpi=it.page.dpi,
+                         error=f"page {it.page.index + 1}: OCR failed ({type(e).__name__}: {e})")]
+        return [page for it in items for page in _ocr_pages(backend, [it])]
     return [
         attach_pdf_points(replace(page, index=it.page.index, dpi=it.page.dpi if it.page.dpi else page.dpi), it.page.geometry)
         for page, it in zip(pages, items)

@@ -80,6 +80,7 @@ def _emit(documents, as_json: bool) -> None:
 @app.command("ocr", help="Read every word with its box, in reading order.\n\n"
              "Example: varco-ocr ocr receipt.png --json")
 def ocr_command(
+    ctx: typer.Context,
     inputs: List[Path] = typer.Argument(..., help="Images, PDFs, TIFFs or folders.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Write the document model as JSON instead of text."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for one output file per input."),
@@ -97,7 +98,7 @@ def ocr_command(
         None, "--server", help="OpenAI-compatible server URL, e.g. http://gpu1:8000/v1 (repeatable); "
         "API key from VARCO_OCR_API_KEY or OPENAI_API_KEY."),
     concurrency: int = typer.Option(8, "--concurrency", help="With --server: most requests in flight."),
-    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds to wait for an answer."),
+    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds for each whole request (connect to last byte)."),
     split_truncated: bool = typer.Option(False, "--split-truncated",
                                          help="Re-read truncated pages as overlapping horizontal bands."),
     model: str = ModelOpt,
@@ -114,7 +115,8 @@ def ocr_command(
     if server or output is not None or formats or pages or any(_needs_batch(p) for p in inputs):
         # Documents (PDF, TIFF, folders), output folders and servers go through the resumable batch runner.
         engine_args = (model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
-        server_args = (server, concurrency, timeout) if server else None
+        # The server's model: the --model given, even when it is the default name; else discovered.
+        server_args = (server, concurrency, timeout, _given(ctx, "model")) if server else None
         raise typer.Exit(_run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password,
                                     overwrite, max_pixels, engine_args, server_args, split_truncated))
     images, sources, failed = [], [], 0
@@ -207,17 +209,24 @@ def _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixel
     """The OpenAI-compatible server backend, or exit 2 with one line (bad URL, no model found)."""
     from varco_ocr.server import ServerBackend
 
-    urls, concurrency, timeout = server_args
+    urls, concurrency, timeout, model_given = server_args
     try:
         return ServerBackend(
-            urls, model=None if model == model_spec.DEFAULT_MODEL else model, concurrency=concurrency, timeout=timeout,
+            urls, model=model if model_given else None, concurrency=concurrency, timeout=timeout,
             max_new_tokens=max_new_tokens, min_long_side=min_long_side, max_pixels=max_pixels or None,
             keep_raw=keep_raw, split_truncated=split_truncated,
             notify=lambda message: typer.echo(f"varco-ocr: {message}", err=True))
     except (VarcoOCRError, ValueError) as e:
-        if model == model_spec.DEFAULT_MODEL and "discover" in str(e):
+        if not model_given and "discover" in str(e):
             raise fail(f"{e} (e.g. --model {model_spec.DEFAULT_MODEL})")
         raise fail(str(e))
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was set by the user (command line or environment), not defaulted.
+    Compared by name: typer may carry its own copy of click's ParameterSource enum."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def _check_output_dir(output: Path) -> None:
@@ -321,6 +330,7 @@ def ground_command(
 @app.command("ask", help="Ask a question about one or several pages (images, PDFs, TIFFs; up to 12 by default).\n\n"
              "Example: varco-ocr ask contract.pdf --pages 1-4 \"계약 기간은 언제부터 언제까지인가요?\"")
 def ask_command(
+    ctx: typer.Context,
     args: List[str] = typer.Argument(..., help="Input files, then the question (with --chat the question may come "
                                      "from stdin).", show_default=False),
     pages: Optional[str] = typer.Option(None, "--pages", help="Pages of PDFs and TIFFs, e.g. 1-4 (from 1)."),
@@ -337,7 +347,7 @@ def ask_command(
     chat: bool = typer.Option(False, "--chat", help="Then read follow-up questions from stdin until an empty line."),
     server: Optional[str] = typer.Option(None, "--server", help="Ask an OpenAI-compatible server instead, e.g. "
                                          "http://gpu1:8000/v1 (model from its /v1/models unless --model)."),
-    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds to wait for an answer."),
+    timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds for each whole request (connect to last byte)."),
     model: str = typer.Option("NCSOFT/VARCO-VISION-2.0-1.7B", "--model", "-m", help="Hub id or local model folder."),
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
@@ -367,7 +377,7 @@ def ask_command(
         from varco_ocr.server import ServerAsker, ServerBackend
 
         try:
-            backend = ServerBackend([server], model=None if model == "NCSOFT/VARCO-VISION-2.0-1.7B" else model,
+            backend = ServerBackend([server], model=model if _given(ctx, "model") else None,
                                     concurrency=1, timeout=timeout,
                                     notify=lambda message: typer.echo(f"varco-ocr: {message}", err=True))
         except (VarcoOCRError, ValueError) as e:

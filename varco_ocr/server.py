@@ -10,10 +10,16 @@ probability over the word's text tokens, from the returned log-probabilities.
 
 Concurrency: a thread pool keeps at most ``concurrency`` requests in flight, spread over the servers
 (least busy first); results come back in page order. Faults: timeouts, connection errors, 429 and 5xx
-are retried with exponential backoff and jitter, on another server when there is one; a server that
-refuses connections is rested for a while so its pages go to the others. A page that still fails is
-returned as a Page with ``error`` set: the batch runner records its document as not done, and the next
-run (resume) reads it again.
+are retried with exponential backoff and jitter (or after the server's ``Retry-After``, up to the
+timeout), on another server when there is one; a server that refuses connections is rested for a while
+so its pages go to the others. A page that still fails is returned as a Page with ``error`` set: the
+batch runner records its document as not done, and the next run (resume) reads it again.
+
+A hostile or broken server cannot hold or break a run: ``timeout`` bounds each whole request (connect,
+send and every byte of the answer, not each socket read), an answer larger than a cap computed from
+``max_new_tokens`` is refused without being read, and an answer that is not a well-formed chat
+completion (wrong JSON types, non-numeric log-probabilities, text that is not valid Unicode) fails its
+page alone, at once (greedy decoding would give the same answer again; resume asks again later).
 
 Server differences handled on the fly, once per server: a server that rejects a request field we send
 (``transformers serve`` refuses ``skip_special_tokens``) gets the request again without the optional
@@ -21,16 +27,20 @@ fields; a server that returns no log-probabilities gives null confidences (said 
 strips special tokens returns answers without tags, which are recognised and reported with the fix.
 
 The API key (``VARCO_OCR_API_KEY`` or ``OPENAI_API_KEY``) is sent as a bearer token and removed from
-every message this module produces. Only the standard library is used for HTTP (urllib + threads): no
+every message this module produces, before any truncation, with every prefix of it (4 characters or
+more) that a cut could leave. Only the standard library is used for HTTP (urllib + threads): no
 new dependency for a JSON POST.
 """
 
 from __future__ import annotations
 
 import base64
+import email.utils
+import http.client
 import io
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -41,6 +51,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.client import HTTPException
 from typing import Any, Callable, Iterator, Sequence
 
@@ -53,9 +64,16 @@ from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LONG_SIDE, I
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 300.0  # seconds without a byte from the server; a dense page at 8k tokens is slow
+DEFAULT_TIMEOUT = 300.0  # seconds for one whole request; a dense page at 8k tokens is slow
 DEFAULT_RETRIES = 4
 DEFAULT_CONCURRENCY = 8
+# Answer size cap: a chat completion with per-token log-probabilities takes ~100-300 bytes per token
+# (token, logprob, vLLM's byte list, JSON escapes); 4 KiB per token is a generous margin, and no
+# legitimate answer is near 1 MiB below that. 8192 tokens -> 32 MiB.
+BODY_BYTES_PER_TOKEN = 4096
+MIN_BODY_CAP = 1 << 20
+_ERROR_BODY_BYTES = 2000  # read of an HTTP error's body, for its message
+_READ_SIZE = 1 << 16
 # Fields vLLM understands and plain OpenAI-compatible servers may refuse; dropped on refusal.
 OPTIONAL_FIELDS = ("skip_special_tokens", "logprobs", "top_logprobs")
 _END_TOKENS = (model_spec.IM_END, model_spec.END_OF_TEXT)
@@ -93,8 +111,151 @@ class _Rejected(Exception):
         self.sent: set[str] = set()  # the request's fields, filled in by the caller
 
 
+class _BadAnswer(Exception):
+    """A complete answer that is not a usable chat completion (not JSON, wrong types, not valid
+    Unicode, over the size cap): final for the page, not retried (greedy decoding would repeat it)."""
+
+
 def api_key_from_env() -> str | None:
     return os.environ.get("VARCO_OCR_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` and without any prefix of it of 4 characters or more (what a cut
+    through the secret leaves, or a server echoing part of it): replaced by ``***``. Call it before
+    truncating: a cut never brings a prefix back (every such prefix contains the first 4 characters)."""
+    if not secret:
+        return text
+    shortest = min(4, len(secret))
+    prefixes = "|".join(re.escape(secret[:n]) for n in range(len(secret), shortest - 1, -1))  # longest first
+    return re.sub(prefixes, "***", text)
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header as seconds to wait: delay-seconds or an HTTP-date (a past date is 0).
+    None when absent or unusable (negative, NaN, infinite, garbage): the caller's backoff applies."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # HTTP-dates are GMT
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def retry_delay(attempt: int, retry_after: float | None, *, backoff: float, max_backoff: float, timeout: float,
+                rand: Callable[[], float] | None = None) -> float:
+    """Seconds to wait before retry number ``attempt + 1``: the server's ``Retry-After`` exactly, but
+    never longer than ``timeout`` (a server cannot park a page for an hour); else an exponential
+    backoff capped at ``max_backoff``, scaled by a jitter in [0.5, 1.5) so that pages which failed
+    together do not come back together."""
+    if retry_after is not None:
+        return min(retry_after, timeout)
+    return min(max_backoff, backoff * (2 ** attempt)) * (0.5 + (rand or random.random)())
+
+
+class _Deadline:
+    """The end of one whole request (connect, send, every byte of the answer). A socket timeout bounds
+    each read, not their sum: a server trickling a byte every few seconds would hold a page forever.
+    A watchdog timer shuts the connection's socket when the time is up, which ends any blocked read."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._socks.append(sock)
+            expired = self.expired
+        if expired:
+            self._shut(sock)
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed: nothing to stop
+            pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def message(self) -> str:
+        return f"no complete answer within {self.seconds:g} s"
+
+
+def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline) -> type[http.client.HTTPConnection]:
+    """``base`` whose socket the deadline watches from the moment it is connected (before TLS)."""
+
+    class Watched(base):  # type: ignore[valid-type, misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            create = self._create_connection
+            self._create_connection = lambda *a, **k: deadline.watch(create(*a, **k))
+
+    return Watched
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib's opener (proxies from the environment, TLS) with connections under ``deadline``."""
+
+    class HTTP(urllib.request.HTTPHandler):
+        def do_open(self, http_class, req, **kwargs):  # type: ignore[override]
+            return super().do_open(_watched(http_class, deadline), req, **kwargs)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def do_open(self, http_class, req, **kwargs):  # type: ignore[override]
+            return super().do_open(_watched(http_class, deadline), req, **kwargs)
+
+    return urllib.request.build_opener(HTTP(), HTTPS())
+
+
+def read_capped(resp: Any, cap: int, deadline: _Deadline) -> bytes:
+    """The whole body of ``resp``, refusing (``_BadAnswer``) a body over ``cap`` bytes without reading
+    it all: at once when Content-Length says so, else (chunked, or no length) once ``cap`` is passed."""
+    declared = resp.length if isinstance(getattr(resp, "length", None), int) else None
+    if declared is not None and declared > cap:
+        raise _BadAnswer(f"the answer is {declared} bytes, over the {cap}-byte limit for this request: refused unread")
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            chunk = resp.read1(_READ_SIZE)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > cap:
+                raise _BadAnswer(f"the answer is over the {cap}-byte limit for this request: refused after {cap} bytes")
+            parts.append(chunk)
+    except (TimeoutError, socket.timeout, ConnectionError, HTTPException, OSError, ValueError) as e:
+        if deadline.expired:
+            raise _Retryable(deadline.message()) from None
+        raise _Retryable(f"connection lost ({type(e).__name__})") from None
+    length = getattr(resp, "length", None)
+    # Fewer bytes than Content-Length: cut off. Without a length or chunks (the body ends when the
+    # connection closes), the watchdog's shutdown looks like the end: trust it only before the deadline.
+    if length or (deadline.expired and length is None and not getattr(resp, "chunked", False)):
+        raise _Retryable(deadline.message() if deadline.expired else "connection lost (answer cut short)")
+    return b"".join(parts)
 
 
 def normalise_url(url: str) -> str:
@@ -147,6 +308,78 @@ def confidences_from_logprobs(tokens: Sequence[str], logprobs: Sequence[float | 
 def looks_tag_stripped(text: str) -> bool:
     """An answer with boxes but no ``<char>`` tag: the server dropped VARCO's special tokens."""
     return "<char>" not in text and "<bbox>" not in text and len(_BARE_BOX.findall(text)) >= 1
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The parts of a chat completion we use, checked: ``logprobs`` is None when the server sent none."""
+
+    text: str
+    finish_reason: str | None
+    tokens: tuple[str, ...] | None = None
+    logprobs: tuple[float, ...] | None = None
+
+
+def _unicode_text(value: str, where: str) -> str:
+    """``value`` if it is valid Unicode; a lone surrogate (JSON allows ``\\ud800``) cannot be written
+    as UTF-8 by any exporter, and replacing it would change what the model read: the answer is bad."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _BadAnswer(f"{where} is not valid Unicode (lone surrogate U+{ord(value[e.start]):04X} at character {e.start})") from None
+    return value
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def parse_completion(payload: Any) -> Completion:
+    """A chat-completions answer's first choice: text, finish reason and per-token log-probabilities,
+    every type checked. Anything else raises _BadAnswer naming the field: a malformed answer fails
+    its page with a message, never with a traceback."""
+    if not isinstance(payload, dict):
+        raise _BadAnswer(f"the answer is a JSON {_kind(payload)}, not an object")
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise _BadAnswer(f"'choices' is {_kind(choices) if not isinstance(choices, list) else 'empty'}, not a list of choices")
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise _BadAnswer(f"choices[0] is a {_kind(choice)}, not an object")
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise _BadAnswer(f"choices[0].message is a {_kind(message)}, not an object")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise _BadAnswer(f"choices[0].message.content is a {_kind(content)}, not text")
+    text = _unicode_text(content or "", "choices[0].message.content")
+    finish = choice.get("finish_reason")
+    if finish is not None and not isinstance(finish, str):
+        raise _BadAnswer(f"choices[0].finish_reason is a {_kind(finish)}, not text")
+    logprobs = choice.get("logprobs")
+    if logprobs is None:
+        return Completion(text, finish)
+    if not isinstance(logprobs, dict):
+        raise _BadAnswer(f"choices[0].logprobs is a {_kind(logprobs)}, not an object")
+    entries = logprobs.get("content")
+    if entries is None:
+        return Completion(text, finish)
+    if not isinstance(entries, list):
+        raise _BadAnswer(f"choices[0].logprobs.content is a {_kind(entries)}, not a list")
+    tokens, values = [], []
+    for i, entry in enumerate(entries):
+        where = f"choices[0].logprobs.content[{i}]"
+        if not isinstance(entry, dict):
+            raise _BadAnswer(f"{where} is a {_kind(entry)}, not an object")
+        token, logprob = entry.get("token"), entry.get("logprob")
+        if not isinstance(token, str):
+            raise _BadAnswer(f"{where}.token is a {_kind(token)}, not text")
+        # bool is an int to Python, not a number to JSON; a log-probability is <= 0 (-inf allowed: p = 0)
+        if isinstance(logprob, bool) or not isinstance(logprob, (int, float)) or math.isnan(logprob) or logprob > 0:
+            raise _BadAnswer(f"{where}.logprob is {logprob!r}, not a log-probability (a number <= 0)")
+        tokens.append(token)
+        values.append(float(logprob))
+    return Completion(text, finish, tuple(tokens), tuple(values)) if entries else Completion(text, finish)
 
 
 @dataclass(frozen=True)
@@ -204,6 +437,7 @@ class ServerBackend:
         split_truncated: bool = False,
         api_key: str | None = None,
         notify: Callable[[str], None] | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         if not urls:
             raise ValueError("give at least one --server URL")
@@ -221,6 +455,8 @@ class ServerBackend:
         self.max_pixels = max_pixels
         self.keep_raw = keep_raw
         self.split_truncated = split_truncated
+        # The largest answer read: a server cannot make the client hold more than this in memory.
+        self.max_body_bytes = max_body_bytes or max(MIN_BODY_CAP, BODY_BYTES_PER_TOKEN * max_new_tokens)
         self._api_key = api_key if api_key is not None else api_key_from_env()
         self._notify = notify or (lambda message: log.warning("%s", message))
         self._said: set[str] = set()
@@ -228,12 +464,16 @@ class ServerBackend:
         self._slots = threading.BoundedSemaphore(concurrency)
         self.not_ocr = 0  # pages whose non-empty answer held no word entry
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="varco-ocr-server")
-        self.model_name = model or self.discover_model()
+        self.model_name = self.discover_model() if model is None else self._reachable(model)
 
     # -- plumbing --------------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact(text, self._api_key)
+
+    def _clip(self, text: str, limit: int) -> str:
+        """Redacted, then cut: the other order can leave the start of the key at the cut."""
+        return self._redact(text)[:limit]
 
     def say_once(self, key: str, message: str) -> None:
         with self._lock:
@@ -248,64 +488,96 @@ class ServerBackend:
             headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
 
-    def _open(self, url: str, body: dict[str, Any] | None, timeout: float):
+    def _open(self, url: str, body: dict[str, Any] | None, deadline: _Deadline):
+        """The response of one request whose connection ``deadline`` watches (the caller reads the
+        body, then cancels it). HTTP errors become _Retryable (429, 5xx) or _Rejected, their body
+        redacted before it is cut for the message."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         req = urllib.request.Request(url, data=data, headers=self._headers(), method="GET" if body is None else "POST")
         try:
-            return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - the user's own server URL
+            return _opener(deadline).open(req, timeout=self.timeout)
         except urllib.error.HTTPError as e:
-            text = e.read(2000).decode("utf-8", "replace").strip().replace("\n", " ")
+            try:
+                text = e.read(_ERROR_BODY_BYTES).decode("utf-8", "replace").strip().replace("\n", " ")
+            except (TimeoutError, ConnectionError, HTTPException, OSError, ValueError):
+                text = ""
             e.close()
             if e.code == 429 or e.code >= 500:
-                retry_after = None
-                try:
-                    retry_after = float(e.headers.get("Retry-After", ""))
-                except (TypeError, ValueError):
-                    pass
-                raise _Retryable(f"HTTP {e.code} {text[:200]}", retry_after=retry_after) from None
-            raise _Rejected(e.code, text[:500]) from None
+                raise _Retryable(f"HTTP {e.code} {self._clip(text, 200)}",
+                                 retry_after=retry_after_seconds(e.headers.get("Retry-After"))) from None
+            raise _Rejected(e.code, self._clip(text, 500)) from None
         except urllib.error.URLError as e:
             reason = e.reason
-            refused = isinstance(reason, ConnectionRefusedError)
-            raise _Retryable(f"cannot connect ({reason})", refused=refused) from None
+            if isinstance(reason, ConnectionRefusedError):
+                raise _Retryable("connection refused", refused=True) from None
+            if deadline.expired or isinstance(reason, (TimeoutError, socket.timeout)):
+                raise _Retryable(deadline.message()) from None
+            raise _Retryable(f"cannot connect ({self._redact(str(reason))})") from None
         except (TimeoutError, socket.timeout):
-            raise _Retryable(f"no answer within {timeout:g} s") from None
+            raise _Retryable(deadline.message()) from None
         except (ConnectionError, HTTPException, OSError) as e:
-            raise _Retryable(f"connection failed ({type(e).__name__}: {e})") from None
+            if deadline.expired:
+                raise _Retryable(deadline.message()) from None
+            raise _Retryable(f"connection failed ({type(e).__name__}: {self._redact(str(e))})") from None
 
     def _request_json(self, url: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        with self._open(url, body, self.timeout) as resp:
-            try:
-                raw = resp.read()
-            except (TimeoutError, socket.timeout):
-                raise _Retryable(f"no answer within {self.timeout:g} s") from None
-            except (ConnectionError, HTTPException, OSError) as e:
-                raise _Retryable(f"connection lost ({type(e).__name__})") from None
+        """One request under the deadline; its answer, a JSON object of at most ``max_body_bytes``."""
+        deadline = _Deadline(self.timeout)
+        try:
+            with self._open(url, body, deadline) as resp:
+                raw = read_capped(resp, self.max_body_bytes, deadline)
+        finally:
+            deadline.cancel()
         try:
             payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _Retryable("the server's answer is not JSON") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise _BadAnswer("the answer is not JSON") from None
         if not isinstance(payload, dict):
-            raise _Retryable("the server's answer is not a JSON object")
+            raise _BadAnswer(f"the answer is a JSON {type(payload).__name__}, not an object")
         return payload
 
     # -- model discovery -------------------------------------------------------------------------
 
     def discover_model(self) -> str:
-        """The model the servers serve, from ``GET /v1/models`` (VARCO's first, else the first)."""
-        problems = []
+        """The model the servers serve, from ``GET /v1/models`` (VARCO's first, else the first).
+        Raises ServerError "no server answered" when none can be reached, and "cannot discover the
+        served model" only when a server answered without naming one."""
+        unreachable, answered = [], []
         for server in self.servers:
             try:
                 payload = self._request_json(server.url + "/models", None)
-            except (_Retryable, _Rejected) as e:
-                problems.append(f"{server.url}: {e}")
+            except _Retryable as e:
+                unreachable.append(f"{server.url} ({e})")
                 continue
-            ids = [m.get("id") for m in payload.get("data") or [] if isinstance(m, dict) and m.get("id")]
+            except (_Rejected, _BadAnswer) as e:
+                answered.append(f"{server.url}: {e}")
+                continue
+            data = payload.get("data")
+            ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]] \
+                if isinstance(data, list) else []
             if ids:
                 varco = [i for i in ids if "varco" in i.lower()]
                 return (varco or ids)[0]
-            problems.append(f"{server.url}: /models lists no model")
-        raise ServerError(self._redact("cannot discover the served model (" + "; ".join(problems)[:400] + "); pass --model NAME"))
+            answered.append(f"{server.url}: /models lists no model")
+        if not answered:
+            raise ServerError(self._clip("no server answered: " + "; ".join(unreachable), 600))
+        raise ServerError("cannot discover the served model (" + self._clip("; ".join(answered + unreachable), 400)
+                          + "); pass --model NAME")
+
+    def _reachable(self, model: str) -> str:
+        """``model``, once some server has answered at all (any HTTP status): with every server down
+        the run stops here with one line instead of failing each page after its retries."""
+        unreachable = []
+        for server in self.servers:
+            try:
+                self._request_json(server.url + "/models", None)
+            except _Retryable as e:
+                unreachable.append(f"{server.url} ({e})")
+                continue
+            except (_Rejected, _BadAnswer):
+                pass  # it answered; whether it lists models does not matter when the name is given
+            return model
+        raise ServerError(self._clip("no server answered: " + "; ".join(unreachable), 600))
 
     # -- scheduling ------------------------------------------------------------------------------
 
@@ -342,9 +614,7 @@ class ServerBackend:
                     server.rests += 1
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.max_backoff, max(0.0, retry_after))
-        return min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.5)
+        return retry_delay(attempt, retry_after, backoff=self.backoff, max_backoff=self.max_backoff, timeout=self.timeout)
 
     def _with_retries(self, call: Callable[[_Server], Any], what: str) -> Any:
         """Run ``call(server)`` until it succeeds: retryable faults move on (another server, after a
@@ -369,6 +639,9 @@ class ServerBackend:
                 if dropped:
                     continue
                 raise
+            except _BadAnswer as e:
+                self._release(server, ok=False)
+                raise _BadAnswer(self._redact(f"{what}: {server.url}: the server's answer is unusable: {e}")) from None
             except BaseException:
                 self._release(server, ok=False)
                 raise
@@ -402,21 +675,17 @@ class ServerBackend:
             except _Rejected as e:
                 e.sent = set(body)
                 raise
-        try:
-            choice = payload["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise _Retryable(f"unexpected answer shape ({str(payload)[:120]})") from None
+        completion = parse_completion(payload)
+        text = completion.text
         for t in _END_TOKENS:
             text = text.replace(t, "")
-        content = ((choice.get("logprobs") or {}).get("content")) if isinstance(choice.get("logprobs"), dict) else None
         confidences: tuple[float | None, ...] = ()
-        if content:
-            confidences = tuple(confidences_from_logprobs([c.get("token", "") for c in content], [c.get("logprob") for c in content]))
+        if completion.logprobs is not None and completion.tokens is not None:
+            confidences = tuple(confidences_from_logprobs(completion.tokens, completion.logprobs))
         elif "logprobs" in body or "logprobs" in server.dropped_fields:
             self.say_once(f"logprobs:{server.url}",
                           f"{server.url} returns no log-probabilities: word confidences are null for its pages")
-        return ServerAnswer(text, choice.get("finish_reason") == "length", confidences, bool(content), server.url)
+        return ServerAnswer(text, completion.finish_reason == "length", confidences, completion.logprobs is not None, server.url)
 
     def generate(self, image: Image.Image, max_new_tokens: int | None = None) -> "Any":
         """One prepared image -> the engine's Generation (text, limit flag, confidences)."""
@@ -429,12 +698,12 @@ class ServerBackend:
     def _ocr_one(self, image: ImageSource, index: int, dpi: float | None) -> Page:
         from varco_ocr.engine import page_from_generation, page_words
 
-        try:
-            original = load_image(image, max_pixels=self.max_pixels)
-            gen = self.generate(prepare_for_model(original, self.min_long_side))
-        except (_Retryable, _Rejected) as e:
-            return Page(index=index, width=0, height=0, dpi=dpi, error=f"page {index + 1}: OCR failed on the server ({self._redact(str(e))})")
+        original = load_image(image, max_pixels=self.max_pixels)
         w, h = original.size
+        try:
+            gen = self.generate(prepare_for_model(original, self.min_long_side))
+        except (_Retryable, _Rejected, _BadAnswer) as e:
+            return Page(index=index, width=w, height=h, dpi=dpi, error=f"page {index + 1}: OCR failed on the server ({self._redact(str(e))})")
         if looks_tag_stripped(gen.text):
             self.say_once("stripped", STRIPPED_TAGS_HELP)
             return Page(index=index, width=w, height=h, dpi=dpi,
@@ -454,7 +723,7 @@ class ServerBackend:
 
             try:
                 page = reread_in_bands(original, page, read_bands)
-            except (_Retryable, _Rejected) as e:
+            except (_Retryable, _Rejected, _BadAnswer) as e:
                 self.say_once(f"bands:{index}", f"page {index + 1}: band re-read failed, keeping the truncated page ({self._redact(str(e))})")
         return page
 
@@ -481,7 +750,17 @@ class ServerBackend:
         A page that fails after the retries comes back with ``error`` set, never as an exception."""
         indices = list(indices) if indices is not None else [0] * len(images)
         dpis = list(dpis) if dpis is not None else [None] * len(images)
-        return list(self._pool.map(lambda args: self._ocr_one(*args), zip(images, indices, dpis)))
+        return list(self._pool.map(lambda args: self._ocr_one_alone(*args), zip(images, indices, dpis)))
+
+    def _ocr_one_alone(self, image: ImageSource, index: int, dpi: float | None) -> Page:
+        """_ocr_one, where anything unforeseen fails this page only: an exception out of the pool
+        would fail the whole batch, and the runner would request every page of it again."""
+        try:
+            return self._ocr_one(image, index, dpi)
+        except Exception as e:  # noqa: BLE001 - reported on the page, with its type
+            size = image.size if isinstance(image, Image.Image) else (0, 0)
+            return Page(index=index, width=size[0], height=size[1], dpi=dpi,
+                        error=f"page {index + 1}: OCR failed ({type(e).__name__}: {self._clip(str(e), 300)})")
 
     def stats(self) -> list[ServerStats]:
         with self._lock:
@@ -529,54 +808,104 @@ class ServerAsker:
 
         body: dict[str, Any] = {"model": self.backend.model_name, "messages": self.messages(question),
                                 "max_tokens": max_new_tokens, "temperature": temperature}
+        def complete(server: _Server) -> tuple[str, str | None, Any]:
+            payload = self.backend._request_json(server.url + "/chat/completions", body)
+            completion = parse_completion(payload)
+            return completion.text, completion.finish_reason, payload.get("usage")
+
         try:
             if on_text is None:
-                payload = self.backend._with_retries(
-                    lambda server: self.backend._request_json(server.url + "/chat/completions", body), "question")
-                choice = payload["choices"][0]
-                text, finish = choice["message"].get("content") or "", choice.get("finish_reason")
-                usage = payload.get("usage") or {}
+                text, finish, usage = self.backend._with_retries(complete, "question")
             else:
                 text, finish, usage = self.backend._with_retries(lambda server: self._stream(server, body, on_text), "question")
+            prompt_tokens, answer_tokens = _usage_count(usage, "prompt_tokens"), _usage_count(usage, "completion_tokens")
         except _Rejected as e:
             raise AskError(self.backend._redact(f"the server refused the question ({e})")) from None
-        except _Retryable as e:
-            raise AskError(str(e)) from None
-        except (KeyError, IndexError, TypeError) as e:
-            raise AskError(f"unexpected answer from the server ({type(e).__name__}: {e})") from None
+        except (_Retryable, _BadAnswer) as e:
+            raise AskError(self.backend._redact(str(e))) from None
         for t in _END_TOKENS:
             text = text.replace(t, "")
-        answer = Answer(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0), visual_tokens=None,
-                        answer_tokens=int(usage.get("completion_tokens") or 0), hit_token_limit=finish == "length")
+        answer = Answer(text=text, prompt_tokens=prompt_tokens, visual_tokens=None,
+                        answer_tokens=answer_tokens, hit_token_limit=finish == "length")
         self.turns.append(Turn(question, text))
         return answer
 
     def _stream(self, server: _Server, body: dict[str, Any], on_text: Callable[[str], None]) -> tuple[str, str | None, dict]:
         """Server-sent events: ``data: {chunk}`` lines until ``data: [DONE]``. Once text has been
         printed a failure is final (retrying would print the answer twice)."""
+        from varco_ocr.ask import AskError
+
         pieces: list[str] = []
-        finish, usage = None, {}
-        with self.backend._open(server.url + "/chat/completions", {**body, "stream": True}, self.backend.timeout) as resp:
-            try:
-                for raw in resp:
-                    line = raw.decode("utf-8", "replace").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = json.loads(data)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content") or ""
-                        finish = choice.get("finish_reason") or finish
+        finish, usage = None, None
+        received = 0
+        cap = self.backend.max_body_bytes
+        deadline = _Deadline(self.backend.timeout)  # the whole stream, as any request
+        try:
+            with self.backend._open(server.url + "/chat/completions", {**body, "stream": True}, deadline) as resp:
+                try:
+                    while True:
+                        raw = resp.readline(cap + 1)
+                        if not raw:
+                            break
+                        received += len(raw)
+                        if received > cap:
+                            raise _BadAnswer(f"the streamed answer is over the {cap}-byte limit for this request")
+                        line = raw.decode("utf-8", "replace").strip()
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        piece, chunk_finish, chunk_usage = _stream_chunk(data)
+                        usage = chunk_usage or usage
+                        finish = chunk_finish or finish
                         if piece:
                             pieces.append(piece)
                             on_text(piece)
-            except (TimeoutError, socket.timeout, ConnectionError, HTTPException, OSError, json.JSONDecodeError) as e:
-                if pieces:
-                    from varco_ocr.ask import AskError
-
-                    raise AskError(f"the server's stream broke off ({type(e).__name__})") from None
-                raise _Retryable(f"stream failed ({type(e).__name__})") from None
+                except (TimeoutError, socket.timeout, ConnectionError, HTTPException, OSError, ValueError, _BadAnswer) as e:
+                    why = deadline.message() if deadline.expired else (str(e) if isinstance(e, _BadAnswer) else type(e).__name__)
+                    if pieces:  # printed already: retrying would print the answer twice
+                        raise AskError(self.backend._redact(f"the server's stream broke off ({why})")) from None
+                    if isinstance(e, _BadAnswer):
+                        raise
+                    raise _Retryable(f"stream failed ({why})") from None
+        finally:
+            deadline.cancel()
+        if deadline.expired and not pieces:
+            raise _Retryable(deadline.message())
         return "".join(pieces), finish, usage
+
+
+def _stream_chunk(data: str) -> tuple[str, str | None, Any]:
+    """One server-sent event's chunk: (text piece, finish reason, usage), types checked."""
+    try:
+        chunk = json.loads(data)
+    except (json.JSONDecodeError, RecursionError):
+        raise _BadAnswer("a streamed chunk is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise _BadAnswer(f"a streamed chunk is a JSON {_kind(chunk)}, not an object")
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        raise _BadAnswer(f"a streamed chunk's 'choices' is a {_kind(choices)}, not a list")
+    text, finish = "", None
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        piece = delta.get("content") if isinstance(delta, dict) else None
+        if piece is not None and not isinstance(piece, str):
+            raise _BadAnswer(f"a streamed delta's content is a {_kind(piece)}, not text")
+        reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+        if reason is not None and not isinstance(reason, str):
+            raise _BadAnswer(f"a streamed finish_reason is a {_kind(reason)}, not text")
+        text += _unicode_text(piece or "", "a streamed delta's content")
+        finish = reason or finish
+    return text, finish, chunk.get("usage")
+
+
+def _usage_count(usage: Any, key: str) -> int:
+    """A token count from ``usage`` (0 when the server gives none); a non-count is a bad answer."""
+    value = usage.get(key) if isinstance(usage, dict) else None
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _BadAnswer(f"usage.{key} is {value!r}, not a token count")
+    return value
