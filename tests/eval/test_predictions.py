@@ -21,23 +21,22 @@ def make_doc(source, words):
 def test_parse_quads_ltrb_and_transcriptions_with_commas():
     regions = parse_rrc_result(
         "1,2,3,2,3,4,1,4,Hi, there\n"
-        "10,20,30,40,LTRB word\n"
-        "10,20,30,40\n"
         '1,1,5,1,5,5,1,5,"quoted \\"x\\""\n'
         "0,0,8,0,8,8,0,8\n"
     )
     assert regions[0].text == "Hi, there" and regions[0].points[2] == (3, 4)
-    assert regions[1].ltrb == (10, 20, 30, 40) and regions[1].text == "LTRB word"
-    assert regions[2].text == ""
-    assert regions[3].text == 'quoted "x"'
-    assert len(regions[4].points) == 4 and regions[4].text == ""
+    assert regions[1].text == 'quoted "x"'
+    assert len(regions[2].points) == 4 and regions[2].text == ""
+    regions = parse_rrc_result("10,20,30,40,LTRB word\n10,20,30,40\n", box_format="ltrb")
+    assert regions[0].ltrb == (10, 20, 30, 40) and regions[0].text == "LTRB word"
+    assert regions[1].text == ""
 
 
 def test_parse_errors_name_the_line():
     with pytest.raises(EvalDataError, match=r"res_img_1.txt:2:"):
-        parse_rrc_result("1,2,3,4\nfoo,bar\n", "res_img_1.txt")
+        parse_rrc_result("1,2,3,4\nfoo,bar\n", "res_img_1.txt", box_format="ltrb")
     with pytest.raises(EvalDataError, match=r":1: LTRB"):
-        parse_rrc_result("30,2,3,4,x\n", "r.txt")
+        parse_rrc_result("30,2,3,4,x\n", "r.txt", box_format="ltrb")
 
 
 def test_rrc_zip_round_trip(tmp_path):
