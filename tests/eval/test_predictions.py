@@ -73,3 +73,28 @@ def test_bad_jsonl_line_is_reported(tmp_path):
         read_predictions(p)
     with pytest.raises(EvalDataError, match="predictions not found"):
         read_predictions(tmp_path / "missing")
+
+
+def test_rrc_zip_round_trip_property(tmp_path_factory):
+    """Any integer quads and any transcription without line breaks come back unchanged through the
+    streamed reader, including commas, quotes, a leading BOM-like character and non-ASCII text."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    coord = st.integers(-1_000_000, 1_000_000)
+    text = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=30)
+    region = st.builds(lambda xs, t: TextRegion(tuple(zip(xs[::2], xs[1::2])), t), st.lists(coord, min_size=8, max_size=8), text)
+    images = st.dictionaries(st.from_regex(r"img_[0-9]{1,3}", fullmatch=True), st.lists(region, max_size=5), min_size=1, max_size=4)
+
+    @settings(max_examples=30, deadline=None)
+    @given(images)
+    def check(per_image):
+        path = tmp_path_factory.mktemp("rt") / "sub.zip"
+        write_rrc_zip(path, per_image)
+        preds = read_predictions(path)
+        assert set(preds) == set(per_image)
+        for key, regions in per_image.items():
+            # whitespace-only lines are blank lines to every RRC reader; an empty text is still a region
+            assert [(r.points, r.text) for r in preds[key].regions] == [(tuple((float(x), float(y)) for x, y in r.points), r.text) for r in regions]
+
+    check()
