@@ -134,16 +134,20 @@ _LTRB_RRC = re.compile(r"^" + _INT + "," + _INT + r",\s*([0-9]+)\s*,\s*([0-9]+)\
 BOX_FORMATS = ("quad", "ltrb")
 
 
+_MAX_COORDINATE_CHARS = len(str(MAX_COORDINATE)) + 1  # with a minus sign
+
+
 def _coordinates(groups: Sequence[str], path: str | Path, lineno: int) -> list[float]:
-    out = []
-    for g in groups:
-        digits = g.lstrip("-")
-        # Compare digit counts first: int() of a 5,000-digit string is refused by Python itself.
-        if len(digits) > len(str(MAX_COORDINATE)) or int(digits) > MAX_COORDINATE:
-            raise EvalDataError(path, f"coordinate {g[:12]}{'...' if len(g) > 12 else ''} out of range "
-                                f"(|value| <= {MAX_COORDINATE:,})", lineno)
-        out.append(float(int(g)))
-    return out
+    # Length first: int() of a 5,000-digit string is refused by Python itself (and slow before that).
+    if any(len(g) > _MAX_COORDINATE_CHARS for g in groups):
+        values = None
+    else:
+        values = [int(g) for g in groups]
+    if values is None or max(values) > MAX_COORDINATE or min(values) < -MAX_COORDINATE:
+        bad = next(g for g in groups if len(g) > _MAX_COORDINATE_CHARS or abs(int(g)) > MAX_COORDINATE)
+        raise EvalDataError(path, f"coordinate {bad[:12]}{'...' if len(bad) > 12 else ''} out of range "
+                            f"(|value| <= {MAX_COORDINATE:,})", lineno)
+    return [float(v) for v in values]
 
 
 def parse_rrc_line(line: str, box_format: str, path: str | Path = "<res>", lineno: int = 1) -> TextRegion:
@@ -158,9 +162,10 @@ def parse_rrc_line(line: str, box_format: str, path: str | Path = "<res>", linen
         m = _QUAD_RRC.match(line)
         if m is None:
             raise EvalDataError(path, "expected x1,y1,x2,y2,x3,y3,x4,y4,transcription with 8 integer coordinates", lineno)
-        c = _coordinates(m.groups()[:8], path, lineno)
-        text = unquote_transcription(m.group(9)) if m.group(9) is not None else ""
-        return TextRegion(tuple((c[i], c[i + 1]) for i in range(0, 8, 2)), text)
+        g = m.groups()
+        x1, y1, x2, y2, x3, y3, x4, y4 = _coordinates(g[:8], path, lineno)
+        text = unquote_transcription(g[8]) if g[8] is not None else ""
+        return TextRegion(((x1, y1), (x2, y2), (x3, y3), (x4, y4)), text)
     if box_format == "ltrb":
         m = _LTRB_RRC.match(line)
         if m is None:
