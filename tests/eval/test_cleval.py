@@ -157,3 +157,17 @@ def test_visit_order_is_the_packages_set_not_ascending():
     assert sorted(dc) == [0, 2, 3, 4, 5, 6, 7]
     _, valid = cleval._package_index_sets([i == 1 for i in range(9)])
     assert list(valid) == [0, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_do_not_care_area_precision_is_summed_in_float32_as_the_package():
+    # A detection (area 400) holding two do-not-care boxes (areas 50 and 70): area precisions 0.125 and
+    # 0.175 as float32. Summed in float64 they make 0.29999999702 < 0.3; the package sums them in float32
+    # (0.30000001192 >= float32(0.3)), so the detection is do-not-care and not a false positive.
+    # Package figures (cleval 0.1.1, computed once as above): det and e2e counts (5, 5, 5, 0, 0), H 1.0.
+    from varco_ocr.eval.datasets import parse_icdar2015_gt
+
+    gt = parse_icdar2015_gt("\n".join([_quad_line(0, 0, 5, 10, "###"), _quad_line(10, 0, 17, 10, "###"), _quad_line(100, 0, 150, 10, "HELLO")]))
+    det = parse_icdar2015_gt("\n".join([_quad_line(0, 0, 40, 10, "x"), _quad_line(100, 0, 150, 10, "HELLO")]))
+    r = cleval.evaluate_image(gt, det)
+    assert r.det == cleval.CharCounts(5, 5, 5, 0.0, 0.0)
+    assert r.e2e == cleval.CharCounts(5, 5, 5, 0.0, 0.0)

@@ -195,6 +195,8 @@ def evaluate_image(
         return r.text if case_sensitive else r.text.upper()
 
     gt_dc = [r.dont_care or r.text == "###" for r in gt_regions]
+    # Visit orders: the reference's sets, iterated as they are (see _package_index_sets).
+    dc_set, gt_valid = _package_index_sets(gt_dc)
     gt_text = [prepared_text(r, dc) for r, dc in zip(gt_regions, gt_dc)]
     det_text = [prepared_text(r, r.text == "###") for r in det_regions]
     gt_pccs = [pseudo_character_centres(r.points, len(t)) for r, t in zip(gt_regions, gt_text)]
@@ -202,7 +204,7 @@ def evaluate_image(
     gt_polys = list(int_polygons(gt_regions))
     det_polys = list(int_polygons(det_regions))
     # Do-not-care regions lose the parts that cared-for ground truth covers.
-    for k in (i for i in range(n_g) if gt_dc[i]):
+    for k in dc_set:  # (each box independently: the order does not change the result)
         for i in range(n_g):
             if not gt_dc[i] and gt_polys[i].intersects(gt_polys[k]) and gt_polys[i].intersection(gt_polys[k]).area > 0:
                 gt_polys[k] = gt_polys[k].difference(gt_polys[i])
@@ -246,8 +248,6 @@ def evaluate_image(
     ap_ok = ap >= AREA_PRECISION_CONSTRAINT
 
     det_dc = [False] * n_d
-    # Visit orders: the reference's sets, iterated as they are (see _package_index_sets).
-    dc_set, gt_valid = _package_index_sets(gt_dc)
     if dc_set:
         threshold32 = np.float32(AREA_PRECISION_CONSTRAINT)
         for j in range(n_d):
