@@ -223,3 +223,9 @@ def test_document_json_with_infinite_or_huge_coordinates(data_dir, tmp_path):
         p = tmp_path / "run.jsonl"
         p.write_text(json.dumps(d) + "\n")
         assert_one_line(run_eval(data_dir, p), "run.jsonl:1:", fragment)
+
+
+def test_a_zip_with_absurdly_many_members_is_refused_before_its_directory_is_loaded(data_dir, tmp_path):
+    members = [(f"x{i}".encode(), b"", {}) for i in range(20_001)]
+    sub = write(tmp_path, _zip([(b"res_img_1.txt", GOOD, {})] + members))
+    assert_one_line(run_eval(data_dir, sub), "sub.zip", "20,002 members", "limit 20,000")

@@ -122,6 +122,9 @@ MAX_REGIONS_PER_IMAGE = 32767
 # Larger than any image's pixel coordinates, and small enough that every polygon area stays an exact
 # integer in float64 (< 2**53); a 400-digit number would otherwise become inf and crash the geometry.
 MAX_COORDINATE = 1_000_000
+# zipfile builds one ZipInfo (~0.5 KB) per member before anything can be checked: the count is read
+# from the end-of-central-directory record first. The largest test set here has 500 images.
+MAX_MEMBERS = 20_000
 _CHUNK = 64 * 1024
 _SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
 
@@ -244,7 +247,17 @@ def _res_key(name: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _zip_member_count(path: Path) -> int | None:
+    # zipfile's own reader of the end record (ZIP64 aware); None when there is no end record.
+    with path.open("rb") as f:
+        end = zipfile._EndRecData(f)  # noqa: SLF001 - the only way to read the count before ZipFile does
+    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])  # noqa: SLF001
+
+
 def _read_rrc_zip(path: Path, box_format: str) -> list[tuple[str, str, list[TextRegion]]]:
+    count = _zip_member_count(path)
+    if count is not None and count > MAX_MEMBERS:
+        raise EvalDataError(path, f"{count:,} members, more than a predictions zip holds (limit {MAX_MEMBERS:,})")
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
