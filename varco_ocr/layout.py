@@ -221,6 +221,7 @@ def build_page(
     raw: str | None = None,
     dpi: float | None = None,
     error: str | None = None,
+    dropped_boxes: int = 0,
 ) -> Page:
     """A Page whose words (pixel boxes of the original page) are put in reading order."""
     return Page(
@@ -232,4 +233,5 @@ def build_page(
         raw=raw,
         dpi=dpi,
         error=error,
+        dropped_boxes=dropped_boxes,
     )
