@@ -166,7 +166,7 @@ def _page_words(draw):
     """Pages that stress the clustering: rows and columns with jitter, slanted runs, tall and tiny
     words, exact ties (equal boxes, equal x), overlapping lines. No flat (zero-height) words: their
     policy changed on purpose (test_flat_words_on_one_baseline_form_one_line)."""
-    kind = draw(st.sampled_from(["grid", "columns", "random", "ties"]))
+    kind = draw(st.sampled_from(["grid", "columns", "random", "ties", "floats"]))
     rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
     n = draw(st.integers(1, 120))
     words = []
@@ -179,8 +179,10 @@ def _page_words(draw):
             x, y, h = col * 400 + rnd.randint(0, 3) * 90, rnd.randint(0, 30) * 30 + rnd.randint(-4, 4), rnd.randint(10, 26)
         elif kind == "random":
             x, y, h = rnd.randint(0, 1000), rnd.randint(0, 1000), rnd.choice([1, 2, 5, 20, 60, 300])
-        else:
+        elif kind == "ties":
             x, y, h = rnd.choice([0, 10, 20]), rnd.choice([0, 5, 10, 15]), rnd.choice([1, 10, 20])
+        else:  # not what the engine gives (integer pixels), but callers may pass float boxes
+            x, y, h = rnd.uniform(0, 500), rnd.uniform(-50, 300), rnd.choice([0.5, 3.25, 17.7, 40.0])
         words.append(Word(f"w{i}", (x, y, x + rnd.randint(1, 80), y + h)))
     return words
 
@@ -196,8 +198,8 @@ def test_line_clustering_compares_only_nearby_lines(monkeypatch):
     # 60 rows of 40 words: each word has one line near it. Comparing every word with every line
     # so far (the old clustering) makes ~70,000 comparisons; the index makes a few per word (the lines whose cells its span reaches).
     calls = []
-    real = layout._vertical_overlap
-    monkeypatch.setattr(layout, "_vertical_overlap", lambda a, b: calls.append(1) or real(a, b))
+    real = layout._span_overlap
+    monkeypatch.setattr(layout, "_span_overlap", lambda *spans: calls.append(1) or real(*spans))
     words = [W(f"r{r}c{c}", c * 50, r * 30, c * 50 + 40, r * 30 + 20) for r in range(60) for c in range(40)]
     lines = group_lines(shuffled(words))
     assert len(lines) == 60 and all(len(line.words) == 40 for line in lines)

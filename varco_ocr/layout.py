@@ -17,6 +17,7 @@ line's mean height, so a slightly slanted line (a photographed receipt) stays on
 from __future__ import annotations
 
 import statistics
+from math import ceil, floor
 from bisect import bisect_left
 from typing import Iterable, Sequence
 
@@ -38,95 +39,79 @@ def _height(w: Word) -> int:
     return max(1, w.bbox[3] - w.bbox[1])
 
 
-def _vertical_overlap(a: Word, b: Word) -> float:
-    """Shared height of two words over the smaller height (0..1). A word of zero height (``y1 == y2``,
-    a box the model drew flat) has no height to share: it counts as wholly overlapping a word whose
-    span holds its y (edges included), so flat words on one baseline, or on a line's words, join
-    that line instead of each starting a line of its own."""
-    a1, a2, b1, b2 = a.bbox[1], a.bbox[3], b.bbox[1], b.bbox[3]
+def _span_overlap(a1: int, a2: int, b1: int, b2: int) -> float:
+    """Shared height of the vertical spans [a1, a2] and [b1, b2] over the smaller height (0..1). A
+    word of zero height (``y1 == y2``, a box the model drew flat) has no height to share: it counts
+    as wholly overlapping a span that holds its y (edges included), so flat words on one baseline,
+    or on a line's words, join that line instead of each starting a line of its own."""
     if a1 == a2 or b1 == b2:
         return 1.0 if a1 <= b2 and b1 <= a2 else 0.0
-    return (min(a2, b2) - max(a1, b1)) / min(_height(a), _height(b))
+    return (min(a2, b2) - max(a1, b1)) / min(max(1, a2 - a1), max(1, b2 - b1))
 
 
-class _LineIndex:
-    """The lines built so far, findable by the vertical span of their last word.
-
-    A word can only join a line whose last word's span meets its own (an overlap of at least
-    LINE_OVERLAP > 0 needs a shared stretch, or a flat word inside the span). Lines are filed by the
-    height class of their last word (``height.bit_length()``: heights within a factor of two) and,
-    within a class, in cells of ``2 ** class`` pixels by the top of that word. A word's candidates in
-    a class are then the cells from (its top - the class's largest height) to its bottom: a handful of
-    cells per class and some twenty classes at most, instead of every line of the page."""
-
-    def __init__(self) -> None:
-        # class -> cell -> {line number: last word}; line numbers are creation order.
-        self._classes: dict[int, dict[int, dict[int, Word]]] = {}
-        self._sizes: dict[int, int] = {}
-        self._where: dict[int, tuple[int, int]] = {}
-
-    @staticmethod
-    def _key(w: Word) -> tuple[int, int]:
-        k = (w.bbox[3] - w.bbox[1]).bit_length()  # 0 for flat words, else heights in [2**(k-1), 2**k)
-        return k, w.bbox[1] >> k
-
-    def put(self, line_no: int, last: Word) -> None:
-        old = self._where.pop(line_no, None)
-        if old is not None:
-            cells = self._classes[old[0]]
-            del cells[old[1]][line_no]
-            if not cells[old[1]]:
-                del cells[old[1]]
-            self._sizes[old[0]] -= 1
-        k, cell = self._key(last)
-        self._classes.setdefault(k, {}).setdefault(cell, {})[line_no] = last
-        self._sizes[k] = self._sizes.get(k, 0) + 1
-        self._where[line_no] = (k, cell)
-
-    def candidates(self, w: Word) -> Iterable[tuple[int, Word]]:
-        top, bottom = w.bbox[1], w.bbox[3]
-        for k, cells in self._classes.items():
-            # A last word of class k is at most 2**k - 1 tall: it meets [top, bottom] only if its
-            # own top lies in [top - 2**k + 1, bottom].
-            first, last = (top - (1 << k) + 1) >> k, bottom >> k
-            if last - first + 1 > len(cells):  # a tall word over few cells: scan what there is
-                for cell, members in cells.items():
-                    if first <= cell <= last:
-                        yield from members.items()
-            else:
-                for cell in range(first, last + 1):
-                    members = cells.get(cell)
-                    if members:
-                        yield from members.items()
+def _vertical_overlap(a: Word, b: Word) -> float:
+    return _span_overlap(a.bbox[1], a.bbox[3], b.bbox[1], b.bbox[3])
 
 
 def group_lines(words: Iterable[Word]) -> list[Line]:
     """Cluster words into lines (words left to right), lines sorted top to bottom.
 
     Words are taken left to right; each joins the line whose last word it overlaps most vertically
-    (at least LINE_OVERLAP; on a tie the line started last), else starts a line. Only lines whose
-    last word meets the word's vertical span are compared (``_LineIndex``), so a page of n words
-    costs about n log n, not n times the number of lines."""
-    lines: list[list[Word]] = []
-    index = _LineIndex()
-    for w in sorted(words, key=lambda w: (w.bbox[0], w.bbox[1])):
+    (at least LINE_OVERLAP; on a tie the line started last), else starts a line.
+
+    Only lines whose last word's span meets the word's span can reach LINE_OVERLAP (> 0), so only
+    those are compared: lines are filed by the height class of their last word (``h.bit_length()``,
+    heights within a factor of two; 0 for flat words) and, within a class, in cells of ``2 ** class``
+    pixels by that word's top. A last word of class k is under 2**k tall, so it meets the span
+    [top, bottom] only if its top lies in (top - 2**k, bottom]: a few cells per class (floor and
+    ceil keep this true for float coordinates). A page of n words costs about n log n, not n times
+    its number of lines."""
+    words = list(words)
+    # Left to right: (x1, y1), ties in input order (a stable sort). The loop reads the tops and
+    # bottoms from two lists in that order rather than chasing Word -> bbox objects spread over the
+    # heap: on a 50k-word page those cache misses cost as much as the clustering itself.
+    boxes = [w.bbox for w in words]
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i][0], boxes[i][1]))
+    tops = [boxes[i][1] for i in order]
+    bottoms = [boxes[i][3] for i in order]
+    lines: list[list[int]] = []  # word numbers of each line
+    # class -> cell -> {line number (creation order): (top, bottom) of the line's last word}
+    classes: dict[int, dict[int, dict[int, tuple[int, int]]]] = {}
+    filed: list[tuple[int, int]] = []  # per line: (class, cell) where it is filed
+    for w, top, bottom in zip(order, tops, bottoms):
         best, best_overlap = -1, LINE_OVERLAP
-        for line_no, last in index.candidates(w):
-            overlap = _vertical_overlap(last, w)
-            if overlap > best_overlap or (overlap == best_overlap and line_no > best):
-                best, best_overlap = line_no, overlap
+        for k, cells in classes.items():
+            first, last = (floor(top) - (1 << k)) >> k, floor(bottom) >> k
+            if last - first >= len(cells):  # a tall word over few filed cells: scan those
+                found = [m for cell, m in cells.items() if first <= cell <= last]
+            else:
+                found = [m for m in map(cells.get, range(first, last + 1)) if m]
+            for members in found:
+                for line_no, (a1, a2) in members.items():
+                    overlap = _span_overlap(a1, a2, top, bottom)
+                    if overlap > best_overlap or (overlap == best_overlap and line_no > best):
+                        best, best_overlap = line_no, overlap
         if best < 0:
             best = len(lines)
             lines.append([w])
+            filed.append((-1, 0))
         else:
             lines[best].append(w)
-        index.put(best, w)
+            k, cell = filed[best]
+            cells = classes[k]
+            del cells[cell][best]
+            if not cells[cell]:
+                del cells[cell]
+        k = ceil(bottom - top).bit_length()
+        cell = floor(top) >> k
+        classes.setdefault(k, {}).setdefault(cell, {})[best] = (top, bottom)
+        filed[best] = (k, cell)
 
-    def centre_y(line: list[Word]) -> float:
-        return statistics.fmean((w.bbox[1] + w.bbox[3]) / 2 for w in line)
+    def centre_y(line: list[int]) -> float:
+        return statistics.fmean((boxes[i][1] + boxes[i][3]) / 2 for i in line)
 
-    lines.sort(key=lambda line: (centre_y(line), line[0].bbox[0]))
-    return [Line(tuple(line)) for line in lines]
+    lines.sort(key=lambda line: (centre_y(line), boxes[line[0]][0]))
+    return [Line(tuple(words[i] for i in line)) for line in lines]
 
 
 def _gaps(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
