@@ -46,7 +46,11 @@ def _span_overlap(a1: int, a2: int, b1: int, b2: int) -> float:
     or on a line's words, join that line instead of each starting a line of its own."""
     if a1 == a2 or b1 == b2:
         return 1.0 if a1 <= b2 and b1 <= a2 else 0.0
-    return (min(a2, b2) - max(a1, b1)) / min(max(1, a2 - a1), max(1, b2 - b1))
+    # (min(a2, b2) - max(a1, b1)) / min(max(1, a2 - a1), max(1, b2 - b1)), without the builtin
+    # calls: this runs a few times per word of every page.
+    ha, hb = a2 - a1, b2 - b1
+    ha, hb = (ha if ha > 1 else 1), (hb if hb > 1 else 1)
+    return ((a2 if a2 < b2 else b2) - (a1 if a1 > b1 else b1)) / (ha if ha < hb else hb)
 
 
 def _vertical_overlap(a: Word, b: Word) -> float:
@@ -122,7 +126,8 @@ def _gaps(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     for start, end in intervals[1:]:
         if start > reach:
             gaps.append((reach, start))
-        reach = max(reach, end)
+        if end > reach:
+            reach = end
     return gaps
 
 
