@@ -185,3 +185,20 @@ def test_box_wholly_outside_the_image_is_dropped_and_counted():
         ("part", (0.9, 0.1, 1.0, 0.2)), ("flat", (0.1, 0.5, 0.3, 0.5)), ("rim", (1.0, 0.5, 1.0, 0.6))]
     assert answer.dropped_boxes == 4 and answer.dropped == 0
     assert [w.entry for w in answer.words] == [4, 5, 6]
+
+
+def test_pages_carry_the_count_of_dropped_boxes():
+    # The engine's (and the server backend's) page assembly and the `parse` command both record it.
+    import json
+
+    from typer.testing import CliRunner
+
+    from varco_ocr.cli import app
+    from varco_ocr.engine import Generation, page_from_generation
+
+    raw = CARD_ANSWER + "\n<char>off</char><bbox>1.1, 0.2, 1.3, 0.3</bbox><char>off2</char><bbox>0.1, -0.3, 0.2, -0.1</bbox>"
+    page = page_from_generation(Generation(raw, False, False), width=1000, height=500)
+    assert page.dropped_boxes == 2 and [w.text for w in page.words] == ["백범로", "Apt"]
+    result = CliRunner().invoke(app, ["parse", "-", "--size", "1000x500", "--json"], input=raw)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["pages"][0]["dropped_boxes"] == 2
