@@ -95,21 +95,22 @@ def group_lines(words: Iterable[Word]) -> list[Line]:
                     overlap = _span_overlap(a1, a2, top, bottom)
                     if overlap > best_overlap or (overlap == best_overlap and line_no > best):
                         best, best_overlap = line_no, overlap
+        k = ceil(bottom - top).bit_length()
+        cell = floor(top) >> k
         if best < 0:
             best = len(lines)
             lines.append([w])
-            filed.append((-1, 0))
+            filed.append((k, cell))
         else:
             lines[best].append(w)
-            k, cell = filed[best]
-            cells = classes[k]
-            del cells[cell][best]
-            if not cells[cell]:
-                del cells[cell]
-        k = ceil(bottom - top).bit_length()
-        cell = floor(top) >> k
+            old = filed[best]
+            if old != (k, cell):  # the line's last word moves to another cell
+                members = classes[old[0]][old[1]]
+                del members[best]
+                if not members:
+                    del classes[old[0]][old[1]]
+                filed[best] = (k, cell)
         classes.setdefault(k, {}).setdefault(cell, {})[best] = (top, bottom)
-        filed[best] = (k, cell)
 
     def centre_y(line: list[int]) -> float:
         return statistics.fmean((boxes[i][1] + boxes[i][3]) / 2 for i in line)
