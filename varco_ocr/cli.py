@@ -268,7 +268,8 @@ def parse_command(
         return
     answer = parse_ocr_answer(text)
     words = [Word(text=w.text, bbox=to_pixels(w.box, width, height)) for w in answer.words]
-    page = build_page(words, index=0, width=width, height=height, truncated=answer.truncated)
+    page = build_page(words, index=0, width=width, height=height, truncated=answer.truncated,
+                      dropped_boxes=answer.dropped_boxes)
     doc = Document(source=str(image) if image else str(raw), pages=(page,))
     _emit([doc], as_json)
 
