@@ -119,3 +119,36 @@ def test_text_layer_operators_fill_each_box_by_hand():
     # word 2: size 10, the combining acute has no width, so 2 * 0.5 * 10 = 10 -> Tz 100; baseline 108 -> y 92
     assert ops[5] == "/VarcoOCRText 10 Tf 100 Tz 1 0 0 1 70 92 Tm <000400050006> Tj"
     assert codes.mapping == {1: "a", 2: "b", 3: " ", 4: "e", 5: "\u0301", 6: "\U0001F600"}
+
+
+@needs_pdftotext
+def test_export_flushed_every_page_reads_back_the_same(tmp_path, scanned_pdf, monkeypatch):
+    # Bounded memory: the output is written to disk and reopened every FLUSH_EVERY_PAGES pages (then
+    # continued as incremental updates); with a flush after every page the file must read back the
+    # same, in pymupdf and poppler, without complaints from either.
+    import varco_ocr.exporters.pdf as pdf_exporter
+
+    _, doc = scanned_pdf
+    monkeypatch.setattr(pdf_exporter, "FLUSH_EVERY_PAGES", 1)
+    pymupdf.TOOLS.mupdf_warnings()
+    (out,) = write_exports(doc, tmp_path / "out", ["pdf"], stem="book")
+    assert out.read_bytes().count(b"startxref") == 3  # the first save, then two incremental updates
+    expected = expected_pages(doc, out)
+    assert_words_match(pymupdf_words(out), expected)
+    assert_words_match(poppler_words(out), expected)
+    assert pymupdf.TOOLS.mupdf_warnings() == ""
+    run = subprocess.run(["pdftotext", str(out), "-"], capture_output=True)
+    assert run.returncode == 0 and run.stderr == b""
+
+
+def test_objects_pages_share_are_copied_once(tmp_path, scanned_pdf):
+    # The scan's pages share one ICC colour profile; copying page by page used to give each page its
+    # own copy (the old export's output held three identical profile streams).
+    source, doc = scanned_pdf
+    (out,) = write_exports(doc, tmp_path / "out", ["pdf"], stem="book")
+
+    def profiles(path):
+        with pymupdf.open(path) as pdf:
+            return [x for x in range(1, pdf.xref_length()) if pdf.xref_get_key(x, "Alternate")[1] == "/DeviceRGB"]
+
+    assert len(profiles(source)) == len(profiles(out)) == 1

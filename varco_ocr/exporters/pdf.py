@@ -237,7 +237,9 @@ def _add_page(out, src, page: Page, source: Path, password: str | None, codes: C
     """Append ``page`` to ``out``: the source PDF's page as it is, or the page image, and over it
     the page's words as the invisible text layer."""
     if src is not None:
-        out.insert_pdf(src, from_page=page.index, to_page=page.index)
+        # final=0 keeps pymupdf's map of objects already copied from ``src`` into ``out``, so what
+        # pages share (an ICC profile, fonts, a repeated image) is copied once, not once per page.
+        out.insert_pdf(src, from_page=page.index, to_page=page.index, final=0)
         out_page = out[-1]
         if page.width <= 0 or page.height <= 0 or not page.words:
             return
@@ -267,7 +269,7 @@ def _add_page(out, src, page: Page, source: Path, password: str | None, codes: C
     _append_text_layer(out, out_page, operators, font_xref)
 
 
-def write_searchable_pdf(document: Document, source: Path, path: Path, password: str | None = None, flush_every: int = FLUSH_EVERY_PAGES) -> None:
+def write_searchable_pdf(document: Document, source: Path, path: Path, password: str | None = None, flush_every: int | None = None) -> None:
     """Write the searchable PDF of ``document`` to ``path`` (a temporary path: the caller renames it).
 
     Memory stays bounded whatever the source's size: every ``flush_every`` pages the output is
@@ -280,6 +282,7 @@ def write_searchable_pdf(document: Document, source: Path, path: Path, password:
 
     from varco_ocr.inputs import looks_like_pdf
 
+    flush_every = flush_every or FLUSH_EVERY_PAGES
     is_pdf = source.suffix.lower() == ".pdf" or looks_like_pdf(source)
     src = _open_source_pdf(source, password) if is_pdf else None
     codes = ClusterCodes()
