@@ -80,19 +80,19 @@ def _synthetic_scan(path: Path, pages: int, dpi: float) -> None:
     buf = io.BytesIO()
     Image.fromarray(pixels, "L").save(buf, format="JPEG", quality=50)
     jpeg = buf.getvalue()
-    with pymupdf.open() as pdf:
-        for i in range(pages):
-            comment = f"page {i}".encode()
-            # A COM segment right after SOI: distinct bytes per page, same pixels.
-            data = jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
-            page = pdf.new_page(width=595, height=842)
-            page.insert_image(page.rect, stream=data)
-            if (i + 1) % 50 == 0:  # keep the generator's own memory low too
-                pdf.save(path) if i + 1 == 50 else pdf.saveIncr()
-                pdf.close()
-                pdf = pymupdf.open(path)
-        if pages % 50:
-            pdf.save(path) if pages < 50 else pdf.saveIncr()
+    pdf, saved = pymupdf.open(), False
+    for i in range(pages):
+        comment = f"page {i}".encode()
+        # A COM segment right after SOI: distinct bytes per page, same pixels.
+        data = jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+        page = pdf.new_page(width=595, height=842)
+        page.insert_image(page.rect, stream=data)
+        if (i + 1) % 50 == 0 or i + 1 == pages:  # keep the generator's own memory low too
+            pdf.saveIncr() if saved else pdf.save(path)
+            saved = True
+            pdf.close()
+            pdf = pymupdf.open(path)
+    pdf.close()
 
 
 def _export_child(scan: str, out: str, pages: int) -> None:

@@ -107,6 +107,8 @@ class Page:
     raw: str | None = None  # the model's raw answer, kept on request (--keep-raw)
     dpi: float | None = None  # render resolution for PDF pages; scan resolution when known
     error: str | None = None  # set when this page could not be read or OCR'd
+    # Where the words came from: None = the model; "pdf-text" = the PDF's own text (--skip-text).
+    source: str | None = None
 
     @property
     def lines(self) -> list[Line]:
@@ -149,6 +151,8 @@ class Page:
             d["raw"] = self.raw
         if self.error is not None:
             d["error"] = self.error
+        if self.source is not None:
+            d["source"] = self.source
         return d
 
     @classmethod
@@ -165,6 +169,7 @@ class Page:
             raw=d.get("raw"),
             dpi=None if d.get("dpi") is None else float(d["dpi"]),
             error=d.get("error"),
+            source=d.get("source"),
         )
 
 

@@ -233,14 +233,22 @@ def _open_source_pdf(source: Path, password: str | None):
     return src
 
 
-def _add_page(out, src, page: Page, source: Path, password: str | None, codes: ClusterCodes, font_xref: int) -> None:
+def _add_page(out, src, page: Page, source: Path, password: str | None, codes: ClusterCodes, font_xref: int, strip_old_layer: bool = False) -> None:
     """Append ``page`` to ``out``: the source PDF's page as it is, or the page image, and over it
-    the page's words as the invisible text layer."""
+    the page's words as the invisible text layer. A page whose words are the PDF's own text
+    (``--skip-text``) is copied as it is, without a second layer; with ``strip_old_layer`` a page
+    the model read loses any invisible text it had (an old OCR layer) before ours goes on."""
+    from varco_ocr.pdf_text import PDF_TEXT_SOURCE, strip_invisible_text_from_page
+
     if src is not None:
         # final=0 keeps pymupdf's map of objects already copied from ``src`` into ``out``, so what
         # pages share (an ICC profile, fonts, a repeated image) is copied once, not once per page.
         out.insert_pdf(src, from_page=page.index, to_page=page.index, final=0)
         out_page = out[-1]
+        if page.source == PDF_TEXT_SOURCE:
+            return
+        if strip_old_layer:
+            strip_invisible_text_from_page(out, out_page)
         if page.width <= 0 or page.height <= 0 or not page.words:
             return
         out_page.wrap_contents()  # isolate the original's graphics state from our layer
@@ -286,18 +294,24 @@ def write_searchable_pdf(document: Document, source: Path, path: Path, password:
     is_pdf = source.suffix.lower() == ".pdf" or looks_like_pdf(source)
     src = _open_source_pdf(source, password) if is_pdf else None
     codes = ClusterCodes()
+    # --skip-text / --redo-ocr: pages the model read must not keep an old OCR layer beside ours.
+    strip_old_layer = document.metadata.get("text_mode") in ("skip-text", "redo-ocr")
     out = pymupdf.open()
     try:
         font = _add_glyphless_font(out)
         saved = False
         for n, page in enumerate(document.pages, 1):
-            _add_page(out, src, page, source, password, codes, font.font)
+            _add_page(out, src, page, source, password, codes, font.font, strip_old_layer)
             if n % flush_every == 0 and n < len(document.pages):
                 # Copied pages live in memory until written: flush them and continue from the file.
                 out.save(path, incremental=saved, encryption=pymupdf.PDF_ENCRYPT_KEEP if saved else pymupdf.PDF_ENCRYPT_NONE, deflate=True)
                 saved = True
                 out.close()
                 out = pymupdf.open(path)
+                if src is not None:  # MuPDF keeps every object it parsed: start the source afresh too
+                    src.close()
+                    src = _open_source_pdf(source, password)
+                pymupdf.TOOLS.store_shrink(100)
         _finish_glyphless_font(out, font, codes)
         out.set_metadata({"producer": ocr_system(document), "creator": ocr_system(document)})
         if saved:
