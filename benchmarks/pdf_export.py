@@ -2,13 +2,13 @@
 large scanned PDF against a small one.
 
     python benchmarks/pdf_export.py size   [--baseline-commit 3a4989d]   # 10-page scan, both exporters
-    python benchmarks/pdf_export.py memory [--pages 500 --small 10 --dpi 300]
+    python benchmarks/pdf_export.py memory [--pages 500 --small 10 --dpi 300] [--baseline-commit 3a4989d]
 
 ``size``: a 10-page Korean/English scan (image-only PDF, 150 dpi) with its perfect-OCR document,
 exported by this checkout's exporter and by ``varco_ocr/exporters/pdf.py`` as of the baseline commit
 (loaded from git into a temporary module). ``memory``: synthetic scans (one noise JPEG of an A4 page
 at ``--dpi``, made distinct per page by a JPEG comment, so nothing is deduplicated), each exported in
-a fresh process; peak RSS is that process's ru_maxrss. Files live in a temporary folder, never in git.
+a fresh process; peak RSS is that process's VmHWM. Files live in a temporary folder, never in git.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,19 +44,12 @@ def _ten_page_scan(folder: Path):
 
 
 def size(args) -> None:
-    from varco_ocr.exporters.pdf import export_pdf
-
-    old_src = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.baseline_commit}:varco_ocr/exporters/pdf.py"], check=True, capture_output=True, text=True).stdout
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "old_pdf.py").write_text(old_src)
-        spec = importlib.util.spec_from_file_location("old_pdf", folder / "old_pdf.py")
-        old = importlib.util.module_from_spec(spec)
-        sys.modules["old_pdf"] = old
-        spec.loader.exec_module(old)
+        export_pdf, old_export = _load_exporter(None, folder), _load_exporter(args.baseline_commit, folder)
         scan, doc = _ten_page_scan(folder)
         t0 = time.perf_counter()
-        old.export_pdf(doc, folder / "old.pdf", source=scan)
+        old_export(doc, folder / "old.pdf", source=scan)
         t1 = time.perf_counter()
         export_pdf(doc, folder / "new.pdf", source=scan)
         t2 = time.perf_counter()
@@ -67,6 +59,14 @@ def size(args) -> None:
         print(f"| baseline {args.baseline_commit} (CJK font subset) | {a:,} | {a - s:,} | {t1 - t0:.2f} |")
         print(f"| this checkout (glyphless font) | {b:,} | {b - s:,} | {t2 - t1:.2f} |")
         print(f"ratio new/old: {b / a:.3f}; text layer new/old: {(b - s) / (a - s):.3f}")
+        import pymupdf
+
+        pymupdf.TOOLS.mupdf_warnings()
+        with pymupdf.open(folder / "new.pdf") as pdf:
+            words = sum(len(page.get_text("words")) for page in pdf)
+        poppler = subprocess.run(["pdftotext", str(folder / "new.pdf"), "-"], capture_output=True)
+        print(f"new: pymupdf reads {words} words, warnings {pymupdf.TOOLS.mupdf_warnings()!r}; "
+              f"pdftotext exit {poppler.returncode}, stderr {poppler.stderr.decode()!r}")
 
 
 def _synthetic_scan(path: Path, pages: int, dpi: float) -> None:
@@ -95,15 +95,34 @@ def _synthetic_scan(path: Path, pages: int, dpi: float) -> None:
     pdf.close()
 
 
-def _export_child(scan: str, out: str, pages: int) -> None:
+def _load_exporter(commit: str | None, folder: Path):
+    """``export_pdf`` of this checkout, or of ``commit`` (its pdf.py loaded from git)."""
+    if not commit:
+        from varco_ocr.exporters.pdf import export_pdf
+
+        return export_pdf
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:varco_ocr/exporters/pdf.py"], check=True, capture_output=True, text=True).stdout
+    (folder / "old_pdf.py").write_text(src)
+    spec = importlib.util.spec_from_file_location("old_pdf", folder / "old_pdf.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_pdf"] = module
+    spec.loader.exec_module(module)
+    return module.export_pdf
+
+
+def _export_child(scan: str, out: str, pages: int, commit: str | None = None) -> None:
     from varco_ocr.document import Document, Word
-    from varco_ocr.exporters.pdf import export_pdf
     from varco_ocr.layout import build_page
+
+    export_pdf = _load_exporter(commit, Path(out).parent)
 
     ps = tuple(build_page([Word("스캔", (100, 100, 300, 160)), Word(f"page{i}", (320, 100, 600, 160))], index=i, width=2480, height=3508, dpi=300) for i in range(pages))
     t0 = time.perf_counter()
     export_pdf(Document(source=scan, pages=ps), Path(out), source=scan)
-    print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} {time.perf_counter() - t0:.1f}")
+    # VmHWM, not ru_maxrss: Linux carries the parent's resident size at fork over exec into ru_maxrss,
+    # and the parent that generated the 500-page file is large.
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(f"{hwm / 1024:.1f} {time.perf_counter() - t0:.1f}")
 
 
 def memory(args) -> None:
@@ -112,19 +131,26 @@ def memory(args) -> None:
         for n in (args.small, args.pages):
             scan = Path(tmp) / f"scan{n}.pdf"
             _synthetic_scan(scan, n, args.dpi)
-            out = Path(tmp) / f"out{n}.pdf"
-            run = subprocess.run([sys.executable, __file__, "_child", str(scan), str(out), str(n)], check=True, capture_output=True, text=True, cwd=ROOT)
-            rss, secs = run.stdout.split()
-            rows.append((n, scan.stat().st_size, out.stat().st_size, float(rss), float(secs)))
-        print("| pages | source MB | output MB | peak RSS MiB | export s |")
-        for n, s, o, rss, secs in rows:
-            print(f"| {n} | {s / 1e6:.1f} | {o / 1e6:.1f} | {rss:.1f} | {secs:.1f} |")
-        print(f"peak RSS ratio {args.pages} / {args.small} pages: {rows[1][3] / rows[0][3]:.2f}x")
+            variants = [("this checkout", None)] + ([(f"baseline {args.baseline_commit}", args.baseline_commit)] if args.baseline_commit else [])
+            for label, commit in variants:
+                out = Path(tmp) / f"out{n}.pdf"
+                cmd = [sys.executable, __file__, "_child", str(scan), str(out), str(n), *([commit] if commit else [])]
+                run = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+                rss, secs = run.stdout.split()
+                rows.append((label, n, scan.stat().st_size, out.stat().st_size, float(rss), float(secs)))
+                out.unlink()
+            scan.unlink()
+        print("| exporter | pages | source MB | output MB | peak RSS MiB | export s |")
+        for label, n, s, o, rss, secs in rows:
+            print(f"| {label} | {n} | {s / 1e6:.1f} | {o / 1e6:.1f} | {rss:.1f} | {secs:.1f} |")
+        for label in dict.fromkeys(r[0] for r in rows):
+            small, large = [r for r in rows if r[0] == label]
+            print(f"{label}: peak RSS ratio {large[1]} / {small[1]} pages: {large[4] / small[4]:.2f}x")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
-        _export_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        _export_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -135,6 +161,7 @@ def main() -> None:
     m.add_argument("--small", type=int, default=10)
     m.add_argument("--dpi", type=float, default=300)
     m.add_argument("--tmp", default=None, help="folder for the temporary PDFs (default: the system's)")
+    m.add_argument("--baseline-commit", default="", help="also measure the exporter of this commit (it holds the whole output in memory)")
     args = p.parse_args()
     size(args) if args.cmd == "size" else memory(args)
 

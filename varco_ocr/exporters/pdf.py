@@ -37,7 +37,7 @@ TEXT_FONT_NAME = "VarcoOCRText"  # resource name; unlikely to clash with the ori
 DEFAULT_IMAGE_DPI = 300.0  # page size of image inputs whose files record no resolution
 # Pages copied into the output before it is flushed to disk and reopened: bounds the export's memory
 # by this many pages' worth of source objects, whatever the length of the document (see module doc).
-FLUSH_EVERY_PAGES = 16
+FLUSH_EVERY_PAGES = 8
 
 Matrix6 = tuple[float, float, float, float, float, float]
 
@@ -248,7 +248,10 @@ def _add_page(out, src, page: Page, source: Path, password: str | None, codes: C
         if page.source == PDF_TEXT_SOURCE:
             return
         if strip_old_layer:
-            strip_invisible_text_from_page(out, out_page)
+            try:
+                strip_invisible_text_from_page(out, out_page)
+            except ValueError as e:  # never a second layer silently beside the old one
+                raise ValueError(f"page {page.index + 1}: cannot remove its old text layer ({e})") from None
         if page.width <= 0 or page.height <= 0 or not page.words:
             return
         out_page.wrap_contents()  # isolate the original's graphics state from our layer
