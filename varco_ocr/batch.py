@@ -49,6 +49,7 @@ from varco_ocr.inputs import (
     count_pages,
     open_document,
 )
+from varco_ocr.pdf_text import count_by_source
 from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS
 
 LOG_NAME = "varco-ocr.log.jsonl"
@@ -109,6 +110,7 @@ class BatchOptions:
     settings: dict[str, Any] = field(default_factory=dict)
     progress: str = "auto"  # "auto" (rich on a terminal, plain lines otherwise), "rich", "plain", "none"
     render_in_process: bool | None = None  # None: a forked child process on Linux, else a thread
+    text_mode: str = "force"  # PDF pages that carry text: varco_ocr.pdf_text.TEXT_MODES
 
 
 @dataclass
@@ -121,6 +123,7 @@ class DocumentOutcome:
     page_errors: list[str] = field(default_factory=list)
     page_warnings: list[str] = field(default_factory=list)  # damaged pages that were still read
     seconds: float = 0.0
+    pages_from_pdf: int = 0  # of ``pages``, those whose words are the PDF's own text (--skip-text)
 
 
 @dataclass
@@ -162,6 +165,7 @@ def options_fingerprint(path: Path, options: BatchOptions) -> str:
         "dpi": options.dpi if is_pdf else None,
         "model": options.model,
         "settings": options.settings,
+        **({"text_mode": options.text_mode} if options.text_mode != "force" else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -375,6 +379,7 @@ def _produce_pages(files: Sequence[InputFile], options: BatchOptions, out: Any, 
                     return
                 continue
             doc.raw_pixels = in_child  # pixmaps go to shared memory without a trip through Pillow
+            doc.text_mode = options.text_mode
             with doc:
                 if not put(_DocOpened(doc_no, list(doc.page_indices))):
                     return
@@ -537,6 +542,9 @@ class _Progress:
             f"{rate:.2f}",
         )
         self.console.print(table)
+        from_pdf = sum(o.pages_from_pdf for o in summary.outcomes if o.status in ("done", "partial"))
+        if from_pdf:
+            self.console.print(f"{summary.pages - from_pdf} pages read by the model, {from_pdf} taken from the PDF's own text")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -679,6 +687,9 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
                 state(msg.doc_no).error = msg.error
             elif isinstance(msg, _DocEnd):
                 state(msg.doc_no).ended = True
+            elif isinstance(msg, _DocPage) and msg.page.text_page is not None:
+                state(msg.doc_no).pages[msg.page.index] = msg.page.text_page  # words from the PDF itself
+                progress.pages(1)
             elif isinstance(msg, _DocPage):
                 msg.page = _from_shared(msg.page)
                 if msg.page.warning:
@@ -729,6 +740,8 @@ def _finish_document(
                 "source_path": str(st.file.path.resolve()),
                 "dpi": options.dpi if st.file.path.suffix.lower() in PDF_SUFFIXES else None,
                 "pages": None if options.pages is None else str(options.pages),
+                # the searchable-PDF export strips old invisible layers in these modes
+                "text_mode": options.text_mode if options.text_mode != "force" else None,
             }.items()
             if v is not None
         },
@@ -736,7 +749,7 @@ def _finish_document(
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
     outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,
-                              page_warnings=list(st.warnings), seconds=seconds)
+                              page_warnings=list(st.warnings), seconds=seconds, pages_from_pdf=count_by_source(pages)[1])
     if out_dir is None:
         summary.documents.append(document)
         return outcome
@@ -764,6 +777,8 @@ def _finish_document(
                 "pages": len(pages),
                 "page_errors": page_errors,
                 "page_warnings": outcome.page_warnings,
+                "pages_model": outcome.pages - outcome.pages_from_pdf,
+                "pages_pdf_text": outcome.pages_from_pdf,
                 "error": outcome.error,
                 "outputs_by_format": by_format if outcome.error is None else {},
                 "seconds": round(seconds, 3),

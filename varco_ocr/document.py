@@ -122,6 +122,8 @@ class Page:
     dpi: float | None = None  # render resolution for PDF pages; scan resolution when known
     error: str | None = None  # set when this page could not be read or OCR'd
     dropped_boxes: int = 0  # words whose box lay wholly outside the page, dropped by the parser
+    # Where the words came from: None = the model; "pdf-text" = the PDF's own text (--skip-text).
+    source: str | None = None
 
     @property
     def lines(self) -> list[Line]:
@@ -165,6 +167,8 @@ class Page:
             d["raw"] = self.raw
         if self.error is not None:
             d["error"] = self.error
+        if self.source is not None:
+            d["source"] = self.source
         return d
 
     @classmethod
@@ -182,6 +186,7 @@ class Page:
             dpi=None if d.get("dpi") is None else float(d["dpi"]),
             error=d.get("error"),
             dropped_boxes=int(d.get("dropped_boxes", 0)),  # absent in files written before it existed
+            source=d.get("source"),
         )
 
 

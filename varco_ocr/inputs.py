@@ -243,6 +243,9 @@ class PageImage:
     # A page that rendered, but with MuPDF reporting damage (a broken content stream, a missing
     # resource): its pixels are OCR'd as far as they go and the page is reported, never silently blank.
     warning: str | None = None
+    # With text_mode "skip-text": a page whose own text covers it comes as its finished document page
+    # here (words from the PDF, see varco_ocr.pdf_text) instead of pixels for the model.
+    text_page: Page | None = None
 
     def bbox_pt(self, bbox: BBox) -> BBoxPt | None:
         return None if self.geometry is None else self.geometry.bbox_pt(bbox)
@@ -260,6 +263,7 @@ class InputDocument:
     dpi: float | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     raw_pixels: bool = False  # PDF pages as PageImage.raw (pixmaps) rather than PIL images
+    text_mode: str = "force"  # varco_ocr.pdf_text.TEXT_MODES; "skip-text" yields text pages as such
     _pdf: object | None = field(default=None, repr=False)
 
     def iter_pages(self) -> Iterator[PageImage]:
@@ -322,6 +326,12 @@ class InputDocument:
             pymupdf.TOOLS.mupdf_warnings(reset=True)  # start this page's damage report empty
             try:
                 page = doc.load_page(i)  # type: ignore[attr-defined]
+                if self.text_mode == "skip-text":
+                    from varco_ocr.pdf_text import page_has_text, pdf_text_page
+
+                    if page_has_text(page):
+                        yield PageImage(i, None, dpi=dpi, text_page=pdf_text_page(page, i, dpi))
+                        continue
                 rect = page.rect
                 check_pixel_limit(
                     int(rect.width * dpi / 72), int(rect.height * dpi / 72), self.max_pixels, f"page {i + 1}"
