@@ -732,9 +732,17 @@ def _ocr_pages(backend: OCRBackend, items: list[_DocPage]) -> list[Page]:
                 pages.append(Page(index=it.page.index, width=width, height=height, dpi=it.page.dpi, error=f"page {it.page.index + 1}: OCR failed ({e})"))
         return pages
     return [
-        attach_pdf_points(replace(page, index=it.page.index, dpi=it.page.dpi if it.page.dpi else page.dpi), it.page.geometry)
+        attach_pdf_points(replace(page, index=it.page.index, dpi=it.page.dpi if it.page.dpi else page.dpi, **_known_size(page, it)), it.page.geometry)
         for page, it in zip(pages, items)
     ]
+
+
+def _known_size(page: Page, item: _DocPage) -> dict[str, int]:
+    """A page the backend failed (a server error) may come back 0 x 0: the runner knows its size."""
+    if page.width > 0 and page.height > 0 or item.page.image is None:
+        return {}
+    width, height = item.page.image.size  # type: ignore[union-attr]
+    return {"width": width, "height": height}
 
 
 def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> BatchSummary:
