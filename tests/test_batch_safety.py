@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from schema_check import assert_valid_document
-from test_batch import ENGINE_ARGS, CountingBackend, _log
+from test_batch import ENGINE_ARGS, CountingBackend, _cli, _log
 from varco_ocr.batch import LOG_NAME, BatchOptions, RunLog, RunLogError, run
 from varco_ocr.document import Document, write_atomic
 
@@ -106,6 +106,18 @@ def test_an_unrelated_existing_file_is_refused_naming_it_and_overwrite(tmp_path,
         assert len(pdf) == 1
     again = run([folder], backend, _opts(folder, ("pdf",), glob="*.png"))
     assert again.outcomes[0].status == "skipped"  # the log says this tool wrote it for this source
+
+
+def test_cli_refuses_a_foreign_file_in_one_line_before_loading_the_model(tmp_path):
+    folder = tmp_path / "in"
+    _png(folder / "report.png")
+    (folder / "report.pdf").write_bytes(b"%PDF-1.4 someone else's report")
+    # no model exists at this path: the refusal comes before any model is needed
+    result = _cli("in", "-o", "in", "--glob", "*.png", "--format", "pdf", "--model", str(tmp_path / "no-model"), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "report.pdf" in line]
+    assert line.startswith("failed in/report.png: ") and "--overwrite" in line
+    assert (folder / "report.pdf").read_bytes() == b"%PDF-1.4 someone else's report"
 
 
 # -- item 3: the output folder is never an input ----------------------------------------------------

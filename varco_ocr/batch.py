@@ -662,7 +662,7 @@ class _Progress:
 
     def note(self, text: str) -> None:
         if self.mode != "none":
-            self.console.print(text, markup=False, highlight=False)
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # one line per note, whatever the width
 
     def close(self) -> None:
         if self._rich is not None:
