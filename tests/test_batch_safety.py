@@ -389,3 +389,31 @@ def test_stale_temp_files_beside_done_documents_are_removed(tmp_path, backend):
         path.write_text("half a file")
     assert run([src], backend, _opts(out, ("json", "txt"))).outcomes[0].status == "skipped"
     assert not any(p.exists() for p in stale)
+
+
+def _tiff_with_a_corrupt_second_frame(path: Path) -> Path:
+    """Two deflate-compressed frames; the second frame's compressed data is scrambled (its header is
+    intact, so its size is known, but it does not decode)."""
+    Image.new("RGB", (60, 40), "white").save(path, save_all=True, append_images=[Image.effect_noise((70, 50), 50).convert("RGB")],
+                                             compression="tiff_deflate")
+    with Image.open(path) as im:
+        im.seek(1)
+        offset, count = im.tag_v2[273][0], im.tag_v2[279][0]
+    data = bytearray(path.read_bytes())
+    for i in range(offset + 2, offset + count - 2):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_undecodable_tiff_frame_keeps_its_size_in_every_output(tmp_path, backend):
+    tiff = _tiff_with_a_corrupt_second_frame(tmp_path / "fax.tiff")
+    out = tmp_path / "out"
+    summary = run([tiff], backend, _opts(out, ("json", "alto", "pdf")))
+    outcome = summary.outcomes[0]
+    assert outcome.status == "partial", outcome.error
+    data = json.loads((out / "fax.json").read_text(encoding="utf-8"))
+    assert [(p["width"], p["height"], "error" in p) for p in data["pages"]] == [(60, 40, False), (70, 50, True)]
+    with pymupdf.open(out / "fax.pdf") as pdf:  # the unreadable page is kept, blank, at its size
+        assert len(pdf) == 2
+        assert [round(p.rect.width / p.rect.height, 2) for p in pdf] == [1.5, 1.4]

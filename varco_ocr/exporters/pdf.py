@@ -26,6 +26,7 @@ from PIL import Image
 
 from varco_ocr.document import Document, Page, atomic_path
 from varco_ocr.exporters.common import ocr_system, resolve_source
+from varco_ocr.errors import InputError
 
 TEXT_FONT_NAME = "VarcoOCRText"  # resource name; unlikely to clash with the original page's fonts
 DEFAULT_IMAGE_DPI = 300.0  # page size of image inputs whose files record no resolution
@@ -203,7 +204,12 @@ def searchable_pdf_bytes(document: Document, source: Path, password: str | None 
                     continue
                 w_pt, h_pt = page.width * 72.0 / dpi, page.height * 72.0 / dpi
                 out_page = out.new_page(width=w_pt, height=h_pt)
-                data, _ = _page_image_bytes(source, page.index, password)
+                try:
+                    data, _ = _page_image_bytes(source, page.index, password)
+                except (ValueError, InputError):
+                    if page.error is None:
+                        raise
+                    continue  # a page that failed keeps its size but may not decode: blank, at that size
                 out_page.insert_image(out_page.rect, stream=data)
                 to_user = (1.0, 0.0, 0.0, -1.0, 0.0, h_pt)
                 scale_x = scale_y = 72.0 / dpi
