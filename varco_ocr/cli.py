@@ -194,6 +194,8 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:
         raise fail(str(e), EXIT_USAGE)
+    except batch.RunLogError as e:  # disk full or no permission mid-run: resumable, so exit 1, not usage
+        raise fail(str(e), EXIT_FAILED_INPUT)
     finally:
         if server_args is not None:
             backend.close()

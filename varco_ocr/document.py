@@ -15,7 +15,7 @@ import json
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 import os
 import re
-import tempfile
+import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,8 +293,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name, and a failed one leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp_beside(path)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -306,6 +305,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         raise
+
+
+def _create_temp_beside(path: Path) -> str:
+    """Create ``.NAME.XXXXXXXX.tmp`` beside ``path`` with the mode a plain ``open()`` gives (0666 minus
+    the umask). Not ``mkstemp``: it creates 0600, and the rename would carry that mode to the output."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return str(tmp)
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:

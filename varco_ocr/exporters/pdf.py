@@ -31,6 +31,7 @@ from PIL import Image
 from varco_ocr.document import Document, Page, atomic_path
 from varco_ocr.exporters import glyphless
 from varco_ocr.exporters.common import ocr_system, resolve_source
+from varco_ocr.errors import InputError
 from varco_ocr.exporters.glyphless import ClusterCodes, grapheme_clusters, visual_order
 
 TEXT_FONT_NAME = "VarcoOCRText"  # resource name; unlikely to clash with the original page's fonts
@@ -270,7 +271,12 @@ def _add_page(out, src, page: Page, source: Path, password: str | None, codes: C
             return
         w_pt, h_pt = page.width * 72.0 / dpi, page.height * 72.0 / dpi
         out_page = out.new_page(width=w_pt, height=h_pt)
-        data, _ = _page_image_bytes(source, page.index, password)
+        try:
+            data, _ = _page_image_bytes(source, page.index, password)
+        except (ValueError, InputError):
+            if page.error is None:
+                raise
+            return  # a page that failed keeps its size but may not decode: blank, at that size
         out_page.insert_image(out_page.rect, stream=data)
         to_user = (1.0, 0.0, 0.0, -1.0, 0.0, h_pt)
         scale_x = scale_y = 72.0 / dpi
