@@ -93,10 +93,19 @@ def test_several_inputs_to_output_folder_and_bad_file_exit_code(tiny_model_dir, 
     assert doc["source"].endswith("receipt.png")
 
 
-def test_missing_model_is_one_line_naming_the_fix(samples, tmp_path):
-    proc = run(samples / "receipt.png", "--model", tmp_path / "no-such-model", env={"HF_HUB_OFFLINE": "1"})
-    (line,) = assert_one_line_error(proc, 2)
-    assert "--model PATH" in line and "HF_HUB_OFFLINE" in line
+def test_missing_model_folder_is_named_as_such(samples, tmp_path):
+    # The folder does not exist: not the hub's "Repo id must use alphanumeric chars", not "pass --model PATH".
+    for extra in ([], ["-o", tmp_path / "out"]):  # the stdout path and the batch runner say the same
+        proc = run(samples / "receipt.png", "--model", "./no-such-model", *extra)
+        assert assert_one_line_error(proc, 2) == ["varco-ocr: no such model folder: ./no-such-model"]
+
+
+def test_uncached_hub_model_offline_names_the_download_not_the_variable(samples):
+    proc = run(samples / "receipt.png", "--model", "varco-ocr-tests/not-a-cached-model", env={"HF_HUB_OFFLINE": "1"})
+    assert assert_one_line_error(proc, 2) == [
+        "varco-ocr: cannot load model 'varco-ocr-tests/not-a-cached-model': it is not in the Hugging Face cache and "
+        "HF_HUB_OFFLINE is set; download the weights first (`hf download varco-ocr-tests/not-a-cached-model`, with a "
+        "network), or pass --model PATH for a local model folder"]
 
 
 def test_missing_input_file(tmp_path):

@@ -75,40 +75,48 @@ def pick_attention() -> str:
         return "sdpa"
 
 
+_API_LOCAL = "give OCREngine(model=...) a local model folder"
+_CLI_LOCAL = "pass --model PATH for a local model folder"
+
+
+def _download_advice(model: str, local: str) -> str:
+    return f"download the weights once with a network (`hf download {model}`) and set HF_HUB_OFFLINE=1, or {local}"
+
+
+def _source_error(model: str, problem) -> ModelLoadError:
+    """The error for a :class:`varco_ocr.hub.SourceProblem`, advising in library and CLI terms."""
+    if problem.kind == "not_a_folder":  # the user meant a folder: hub advice would point the wrong way
+        return ModelLoadError(problem.reason)
+    if problem.kind == "offline":  # HF_HUB_OFFLINE is already set: advise what is still missing
+        fetch = f"download the weights first (`hf download {model}`, with a network)"
+        return ModelLoadError(problem.reason, f"{fetch}, or {_API_LOCAL}", f"{fetch}, or {_CLI_LOCAL}")
+    return ModelLoadError(problem.reason, _download_advice(model, _API_LOCAL), _download_advice(model, _CLI_LOCAL))
+
+
 def _load_error(model: str, err: BaseException) -> ModelLoadError:
+    """A loader failure after the source checks passed: a folder that is not a model, a hub id that does not
+    exist or is gated, a network failure mid-download."""
+    from varco_ocr.hub import hub_offline
+
     reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
-    offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
-    return ModelLoadError(
-        f"cannot load model {model!r}: {reason[:200]}. "
-        + ("HF_HUB_OFFLINE is set, so only cached weights are used; " if offline else "")
-        + "pass --model PATH for a local model folder, or download the weights once and set HF_HUB_OFFLINE=1"
-    )
+    if os.path.isdir(model):
+        return ModelLoadError(f"cannot load model folder {model}: {reason[:200]}")
+    if hub_offline():
+        fetch = f"only cached weights are used with HF_HUB_OFFLINE set; download them first (`hf download {model}`)"
+        return ModelLoadError(f"cannot load model {model!r}: {reason[:200]}", f"{fetch}, or {_API_LOCAL}",
+                              f"{fetch}, or {_CLI_LOCAL}")
+    return ModelLoadError(f"cannot load model {model!r}: {reason[:200]}", _download_advice(model, _API_LOCAL),
+                          _download_advice(model, _CLI_LOCAL))
 
 
 def _fail_fast_when_unreachable(model: str, timeout: float = 3.0) -> None:
-    """A hub id that is neither a local folder nor cached needs the hub. Without a network, the hub
-    client retries for minutes before giving up; one short connection attempt says the same at once."""
-    import socket
-    from urllib.parse import urlparse
+    """Without a network the hub client retries for about a minute before giving up, and a folder that does not
+    exist reaches the hub as a malformed repo id; checking the source first says the right thing at once."""
+    from varco_ocr.hub import source_problem
 
-    if os.path.isdir(model) or os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
-        return
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(model, "config.json"), str):
-            return  # cached: loading needs no network
-    except Exception:  # not a valid repo id: let from_pretrained say what is wrong
-        return
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
-    except OSError as e:
-        raise ModelLoadError(
-            f"cannot load model {model!r}: it is not a local folder, not in the cache, and {endpoint.hostname} "
-            f"is unreachable ({e.strerror or e}); pass --model PATH for a local model folder, or download "
-            "the weights once and set HF_HUB_OFFLINE=1"
-        ) from None
+    problem = source_problem(model, timeout)
+    if problem is not None:
+        raise _source_error(model, problem)
 
 
 def page_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool]:
