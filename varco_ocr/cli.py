@@ -100,7 +100,7 @@ def ocr_command(
         None, "--format", "-f", help="With -o: json,txt,hocr,alto,pdf,overlay (default json with --json, else txt)."
     ),
     pages: Optional[str] = typer.Option(None, "--pages", help="Pages of PDFs and TIFFs, e.g. 1-5,9 (from 1)."),
-    dpi: float = typer.Option(300.0, "--dpi", help="Resolution PDF pages are rendered at."),
+    dpi: float = typer.Option(300.0, "--dpi", help="Resolution PDF pages are rendered at (ask renders at 150)."),
     glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern in folders, e.g. '*.pdf'."),
     password: Optional[str] = typer.Option(None, "--password", help="Password of encrypted PDFs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo documents the output folder already has."),
@@ -335,7 +335,8 @@ def ask_command(
     args: List[str] = typer.Argument(..., help="Input files, then the question (with --chat the question may come "
                                      "from stdin).", show_default=False),
     pages: Optional[str] = typer.Option(None, "--pages", help="Pages of PDFs and TIFFs, e.g. 1-4 (from 1)."),
-    dpi: float = typer.Option(150.0, "--dpi", help="Resolution PDF pages are rendered at."),
+    dpi: float = typer.Option(150.0, "--dpi", help="Resolution PDF pages are rendered at (150, not ocr's 300: "
+                              "several pages get one 384 px tile each, one page is upscaled to 2304 px anyway)."),
     password: Optional[str] = typer.Option(None, "--password", help="Password of encrypted PDFs."),
     max_images: int = typer.Option(12, "--max-images", help="Page budget: most images in one question."),
     max_context: Optional[int] = typer.Option(None, "--max-context", help="Context length, if not the model's."),
@@ -362,6 +363,9 @@ def ask_command(
     paths, question = [Path(a) for a in args[:-1]], args[-1]
     if chat and Path(question).exists():  # `ask doc.pdf --chat`: every question comes from stdin
         paths, question = [Path(a) for a in args], None
+    elif Path(question).is_file():  # `ask book.pdf`: the question was forgotten, not the file
+        raise fail(f"the question is missing: the last argument, {question}, is a file; put the question after the "
+                   f"files, e.g. varco-ocr ask {question} \"What is the total?\"")
     if question is not None and not question.strip():
         raise fail("the question is empty")
     if max_new_tokens < 1 or max_images < 1 or temperature < 0 or dpi <= 0:
