@@ -117,3 +117,50 @@ def test_missing_input_file(tmp_path):
 def test_usage_error_exit_code():
     proc = run("parse", "-", stdin=ANSWER)  # neither --image nor --size
     assert_one_line_error(proc, 2)
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from varco_ocr.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+CUT = ["--min-long-side", "384", "--max-grid", "2", "--max-new-tokens", "4"]  # the tiny model never ends in 4 tokens
+
+
+@pytest.mark.slow
+def test_text_mode_names_truncated_pages_on_stderr(tiny_model_dir, samples):
+    from varco_ocr.cli import TRUNCATED_NOTE
+
+    text = invoke("ocr", samples / "receipt.png", "--model", tiny_model_dir, *CUT)
+    assert text.exit_code == 0, text.output
+    assert [l for l in text.stderr.splitlines() if l.startswith("varco-ocr:")] == [
+        f"varco-ocr: {samples / 'receipt.png'}: page 1: {TRUNCATED_NOTE}"]
+    assert "--split-truncated" in TRUNCATED_NOTE
+    as_json = invoke("ocr", samples / "receipt.png", "--json", "--model", tiny_model_dir, *CUT)
+    assert json.loads(as_json.stdout)["pages"][0]["truncated"] is True  # the JSON says it itself
+    assert "varco-ocr:" not in as_json.stderr
+
+
+@pytest.mark.slow
+def test_ground_at_the_token_limit_is_truncated(tiny_model_dir, samples):
+    # Before: "truncated": false, since the flag came from the text alone.
+    res = invoke("ground", samples / "receipt.png", "the total", "--json", "--model", tiny_model_dir, *CUT)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["truncated"] is True
+    text = invoke("ground", samples / "receipt.png", "the total", "--model", tiny_model_dir, *CUT)
+    assert [l for l in text.stderr.splitlines() if l.startswith("varco-ocr:")] == [
+        "varco-ocr: the answer was cut short at 4 tokens (or by the loop guard), boxes may be missing; "
+        "raise --max-new-tokens"]
+
+
+@pytest.mark.slow
+def test_ask_text_answer_at_the_token_limit_is_said_on_stderr(tiny_model_dir, samples):
+    args = ["ask", samples / "receipt.png", "What is the total?", "--model", tiny_model_dir, *CUT]
+    text, as_json = invoke(*args), invoke(*args, "--json")
+    assert json.loads(as_json.stdout)["hit_token_limit"] is True
+    assert [l for l in text.stderr.splitlines() if l.startswith("varco-ocr:")] == [
+        "varco-ocr: the answer stopped at the token limit (4) and may be incomplete; raise --max-new-tokens"]
+    assert "varco-ocr:" not in as_json.stderr

@@ -298,11 +298,12 @@ def run_session(
     read_line: Callable[[], str | None],
     write: Callable[[str], None],
     prompt_mark: Callable[[], None] = lambda: None,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> int:
     """Ask ``question`` (and, with ``chat``, follow-ups from ``read_line`` until an empty line or end of
     input); print answers as text (streamed when ``stream``) or as JSON records, one per answer.
     ``asker`` is a LocalAsker or a server asker (anything with ``ask(question, ...) -> Answer`` and
-    ``pages``). Returns the number of answers given."""
+    ``pages``). ``warn`` gets one line per text answer cut at the token limit. Returns the number of answers given."""
     import json
 
     given = 0
@@ -321,5 +322,8 @@ def run_session(
             write(json.dumps(answer_record(question, answer, asker.pages.sources, model_name), ensure_ascii=False) + "\n")
         else:
             write(("" if on_text else answer.text) + "\n")
+            if answer.hit_token_limit:  # the JSON record says it; plain text needs a line on stderr
+                warn(f"the answer stopped at the token limit ({max_new_tokens}) and may be incomplete; "
+                     "raise --max-new-tokens")
         given += 1
         question = None

@@ -78,7 +78,8 @@ def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_lo
 
 
 def _emit(documents, as_json: bool) -> None:
-    """Print documents to stdout (output folders are the batch runner's job)."""
+    """Print documents to stdout (output folders are the batch runner's job). In text mode the `truncated`
+    flag has nowhere to go but stderr: one line per page cut short, with the fix."""
     for doc in documents:
         if as_json:
             typer.echo(doc.dumps(indent=2 if len(documents) == 1 else None))
@@ -86,6 +87,13 @@ def _emit(documents, as_json: bool) -> None:
             if len(documents) > 1:
                 typer.echo(f"==> {doc.source} <==")
             typer.echo(doc.text)
+            for page in doc.pages:
+                if page.truncated:
+                    typer.echo(f"varco-ocr: {doc.source}: page {page.index + 1}: {TRUNCATED_NOTE}", err=True)
+
+
+TRUNCATED_NOTE = ("the answer was cut short (token limit or loop guard), words may be missing; read it again with "
+                  "--split-truncated or a larger --max-new-tokens")
 
 
 @app.command("ocr", help="Read every word with its box, in reading order.\n\n"
@@ -327,6 +335,9 @@ def ground_command(
     else:
         for b in boxes:
             typer.echo(f"{b.phrase}\t{' '.join(map(str, b.bbox))}")
+        if answer.truncated:
+            typer.echo(f"varco-ocr: the answer was cut short at {max_new_tokens} tokens (or by the loop guard), "
+                       "boxes may be missing; raise --max-new-tokens", err=True)
 
 
 @app.command("ask", help="Ask a question about one or several pages (images, PDFs, TIFFs; up to 12 by default).\n\n"
@@ -405,7 +416,8 @@ def ask_command(
     try:
         ask.run_session(asker, question, chat=chat, stream=stream, as_json=as_json, max_new_tokens=max_new_tokens,
                         temperature=temperature, model_name=model_name, read_line=read_line, write=write,
-                        prompt_mark=lambda: typer.echo("> ", err=True, nl=False) if sys.stdin.isatty() else None)
+                        prompt_mark=lambda: typer.echo("> ", err=True, nl=False) if sys.stdin.isatty() else None,
+                        warn=lambda message: typer.echo(f"varco-ocr: {message}", err=True))
     except VarcoOCRError as e:
         raise fail(str(e))
 

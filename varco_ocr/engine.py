@@ -5,6 +5,7 @@ decoded with special tokens kept, since the tags are special tokens).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -319,6 +320,9 @@ class OCREngine:
         original = self._load(image)
         gen = self.generate([prepare_for_model(original, self.min_long_side)], f"{model_spec.GROUNDING_PROMPT}\n{phrase}")[0]
         answer = parse_grounding_answer(gen.text)
+        # Cut short also when the answer stopped at the token limit or the loop guard between two complete
+        # entries, where the text alone looks whole (as page_words does for OCR).
+        answer = dataclasses.replace(answer, truncated=answer.truncated or gen.hit_token_limit or gen.looped)
         w, h = original.size
         boxes = [GroundedBox(phrase=p.text, bbox=to_pixels(b, w, h), box=b) for p in answer.phrases for b in p.boxes]
         return boxes, answer
