@@ -164,3 +164,44 @@ def test_ask_text_answer_at_the_token_limit_is_said_on_stderr(tiny_model_dir, sa
     assert [l for l in text.stderr.splitlines() if l.startswith("varco-ocr:")] == [
         "varco-ocr: the answer stopped at the token limit (4) and may be incomplete; raise --max-new-tokens"]
     assert "varco-ocr:" not in as_json.stderr
+
+
+def run_with_stderr_on_a_terminal(*args) -> tuple[str, str]:
+    """Run varco-ocr with stdout piped and stderr on a pseudo-terminal; (stdout, what the terminal got)."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "varco_ocr", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=slave, cwd=REPO, env={**os.environ, "COLUMNS": "120"})
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read() -> None:  # drain the terminal so a chatty child never blocks on a full pty buffer
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed its end
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    out, _ = proc.communicate(timeout=600)
+    reader.join(30)
+    os.close(master)
+    assert proc.returncode == 0, b"".join(chunks)
+    return out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_on_a_terminal_and_nothing_when_piped(tiny_model_dir, samples):
+    args = [samples / "receipt.png", samples / "dense-page.png", "--model", tiny_model_dir, *FAST]
+    out, terminal = run_with_stderr_on_a_terminal(*args)
+    assert "2/2" in terminal and "pages" in terminal and "tokens/s" in terminal
+    piped = run(*args)
+    assert piped.returncode == 0, piped.stderr
+    assert "tokens/s" not in piped.stderr and "2/2" not in piped.stderr
+    assert piped.stdout == out  # the progress never reaches the output

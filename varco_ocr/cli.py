@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -147,11 +148,39 @@ def ocr_command(
     if images:
         engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
         engine.split_truncated = split_truncated
-        pages = engine.ocr_batch(images, batch_size=batch_size)
+        with _terminal_progress(len(images)) as (on_tokens, on_pages):
+            pages = engine.ocr_batch(images, batch_size=batch_size, on_tokens=on_tokens, on_pages=on_pages)
         docs = [Document(source=str(src), pages=(page,), model=engine.model_name) for src, page in zip(sources, pages)]
         _emit(docs, as_json)
     if failed:
         raise typer.Exit(EXIT_FAILED_INPUT)
+
+
+@contextmanager
+def _terminal_progress(total_pages: int):
+    """(on_tokens, on_pages) callbacks drawing pages done and tokens/s on stderr while it is a terminal (with
+    real weights on a CPU one page takes minutes); no-ops when stderr is piped, so logs stay clean."""
+    if not sys.stderr.isatty():
+        yield None, None
+        return
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TextColumn("pages"),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                        console=Console(stderr=True))
+    task = progress.add_task("ocr", total=total_pages, rate="")
+    start, tokens = time.monotonic(), 0
+
+    def on_tokens(n: int) -> None:
+        nonlocal tokens
+        tokens += n
+        progress.update(task, rate=f"{tokens / max(time.monotonic() - start, 1e-6):.1f} tokens/s")
+
+    with progress:
+        yield on_tokens, lambda n: progress.advance(task, n)
 
 
 def _needs_batch(path: Path) -> bool:

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import Image
 
@@ -120,6 +120,26 @@ def _fail_fast_when_unreachable(model: str, timeout: float = 3.0) -> None:
         raise _source_error(model, problem)
 
 
+def _token_counter(on_tokens: Callable[[int], None]):
+    """A transformers streamer that only counts: ``generate`` puts the prompt first, then each step's new
+    tokens (one per batch row); nothing is decoded, so it costs nothing per step."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class TokenCounter(BaseStreamer):
+        def __init__(self) -> None:
+            self.prompt_seen = False
+
+        def put(self, value) -> None:
+            if self.prompt_seen:
+                on_tokens(int(value.numel()))
+            self.prompt_seen = True
+
+        def end(self) -> None:
+            pass
+
+    return TokenCounter()
+
+
 def page_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool]:
     """An answer's words in pixels of a ``width`` x ``height`` image, and whether it was cut short
     (ended inside an entry, hit the token limit or the loop guard)."""
@@ -211,8 +231,10 @@ class OCREngine:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self, images: Sequence[Image.Image], task_text: str, max_new_tokens: int | None = None) -> list[Generation]:
-        """One greedy generation per (already prepared) image, batched with left padding."""
+    def generate(self, images: Sequence[Image.Image], task_text: str, max_new_tokens: int | None = None,
+                 on_tokens: Callable[[int], None] | None = None) -> list[Generation]:
+        """One greedy generation per (already prepared) image, batched with left padding. ``on_tokens`` is
+        called at every decoding step with the number of tokens just generated (one per batch row)."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         from varco_ocr.generation import ChosenTokenProbability, LoopGuard, word_confidences
@@ -241,6 +263,7 @@ class OCREngine:
                 logits_processor=LogitsProcessorList([recorder]),
                 stopping_criteria=stopping,
                 pad_token_id=self.processor.tokenizer.pad_token_id,
+                streamer=None if on_tokens is None else _token_counter(on_tokens),
             )
         generated = out[:, prompt_len:].cpu()
         probs = recorder.probabilities()
@@ -281,10 +304,15 @@ class OCREngine:
         batch_size: int = 4,
         indices: Sequence[int] | None = None,
         dpis: Sequence[float | None] | None = None,
+        *,
+        on_tokens: Callable[[int], None] | None = None,
+        on_pages: Callable[[int], None] | None = None,
     ) -> list[Page]:
         """OCR many images with real batched generation; results equal one-by-one calls.
 
         Images are sorted by size so each batch pads as little as possible, then put back in order.
+        Progress, for a caller that shows it: ``on_tokens(n)`` at every decoding step, ``on_pages(n)`` when
+        a batch of ``n`` pages is read.
         """
         loaded = [self._load(im) for im in images]
         indices = list(indices) if indices is not None else [0] * len(loaded)
@@ -294,24 +322,29 @@ class OCREngine:
         pages: list[Page | None] = [None] * len(prepared)
         for start in range(0, len(order), max(1, batch_size)):
             chunk = order[start : start + max(1, batch_size)]
-            gens = self.generate([prepared[i] for i in chunk], model_spec.OCR_PROMPT)
+            gens = self.generate([prepared[i] for i in chunk], model_spec.OCR_PROMPT, on_tokens=on_tokens)
             for i, gen in zip(chunk, gens):
                 w, h = loaded[i].size
                 pages[i] = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
+            if on_pages is not None:
+                on_pages(len(chunk))
         if self.split_truncated:
             from varco_ocr.bands import reread_in_bands
 
             for i, page in enumerate(pages):
                 if page is not None and page.truncated:
-                    pages[i] = reread_in_bands(loaded[i], page, lambda bands: self._read_bands(bands, batch_size))
+                    pages[i] = reread_in_bands(loaded[i], page,
+                                               lambda bands: self._read_bands(bands, batch_size, on_tokens))
         return [p for p in pages if p is not None]
 
-    def _read_bands(self, images: Sequence[Image.Image], batch_size: int) -> list[tuple[list[Word], bool]]:
+    def _read_bands(self, images: Sequence[Image.Image], batch_size: int,
+                    on_tokens: Callable[[int], None] | None = None) -> list[tuple[list[Word], bool]]:
         """Words (in band pixels) and cut-short flag of each band image, for varco_ocr.bands."""
         out: list[tuple[list[Word], bool]] = []
         for start in range(0, len(images), max(1, batch_size)):
             chunk = images[start : start + max(1, batch_size)]
-            gens = self.generate([prepare_for_model(im, self.min_long_side) for im in chunk], model_spec.OCR_PROMPT)
+            gens = self.generate([prepare_for_model(im, self.min_long_side) for im in chunk], model_spec.OCR_PROMPT,
+                                 on_tokens=on_tokens)
             out.extend(page_words(gen, *im.size) for gen, im in zip(gens, chunk))
         return out
 
