@@ -202,6 +202,9 @@ def merge(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from varco_ocr.hub import progress_bars_only_on_a_terminal
+
+    progress_bars_only_on_a_terminal()
     try:
         app(args=argv, prog_name="varco-train")
     except KeyboardInterrupt:

@@ -508,6 +508,9 @@ def _default_to_ocr(argv: list[str]) -> list[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    from varco_ocr.hub import progress_bars_only_on_a_terminal
+
+    progress_bars_only_on_a_terminal()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--version":
         from importlib.metadata import version

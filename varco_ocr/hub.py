@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlparse
@@ -85,3 +86,22 @@ def source_problem(model: str, timeout: float = 3.0) -> SourceProblem | None:
         return SourceProblem("unreachable", f"cannot load model {model!r}: it is not a local folder, not in the "
                                             f"Hugging Face cache, and {unreachable}")
     return None
+
+
+def progress_bars_only_on_a_terminal() -> None:
+    """Command-line entry points: transformers' "Loading weights" and the hub's download bars only when stderr is
+    a terminal, so logs and pipes stay clean. Both libraries read HF_HUB_DISABLE_PROGRESS_BARS when first
+    imported; a value the user set is kept."""
+    if sys.stderr.isatty():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"].strip().upper() not in _TRUE:
+        return
+    if "huggingface_hub" in sys.modules:  # imported already: the variable is no longer read
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
