@@ -100,8 +100,10 @@ def test_missing_model_folder_is_named_as_such(samples, tmp_path):
         assert assert_one_line_error(proc, 2) == ["varco-ocr: no such model folder: ./no-such-model"]
 
 
-def test_uncached_hub_model_offline_names_the_download_not_the_variable(samples):
-    proc = run(samples / "receipt.png", "--model", "varco-ocr-tests/not-a-cached-model", env={"HF_HUB_OFFLINE": "1"})
+@pytest.mark.parametrize("extra", [[], ["-o", "{tmp}/out"]])  # stdout path, and the batch runner (which wraps the error)
+def test_uncached_hub_model_offline_names_the_download_not_the_variable(samples, tmp_path, extra):
+    extra = [a.format(tmp=tmp_path) for a in extra]
+    proc = run(samples / "receipt.png", "--model", "varco-ocr-tests/not-a-cached-model", *extra, env={"HF_HUB_OFFLINE": "1"})
     assert assert_one_line_error(proc, 2) == [
         "varco-ocr: cannot load model 'varco-ocr-tests/not-a-cached-model': it is not in the Hugging Face cache and "
         "HF_HUB_OFFLINE is set; download the weights first (`hf download varco-ocr-tests/not-a-cached-model`, with a "

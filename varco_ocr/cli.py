@@ -25,7 +25,7 @@ from varco_ocr.cli_options import (
     MinLongSideOpt,
     ModelOpt,
 )
-from varco_ocr.errors import VarcoOCRError
+from varco_ocr.errors import VarcoOCRError, cli_message
 
 app = typer.Typer(
     name="varco-ocr",
@@ -46,17 +46,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def error_line(e: BaseException) -> str:
-    """An error's one line in the command line's terms: a model that cannot be loaded is advised with --model,
-    not with the library's ``OCREngine(model=...)`` (also when the batch runner wrapped it)."""
-    from varco_ocr.errors import ModelLoadError
-
-    for err in (e, e.__cause__):
-        if isinstance(err, ModelLoadError):
-            return err.cli_message()
-    return str(e)
-
-
 def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_long_side: int, max_grid: int,
                 max_pixels: int, keep_raw: bool = False, require_ocr_tokens: bool = True):
     """Build the engine or exit 2 with one line (weights missing, offline, not a VARCO model)."""
@@ -75,7 +64,7 @@ def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_lo
             require_ocr_tokens=require_ocr_tokens,
         )
     except (VarcoOCRError, ValueError) as e:
-        raise fail(error_line(e), EXIT_USAGE)
+        raise fail(cli_message(e), EXIT_USAGE)
 
 
 def _emit(documents, as_json: bool) -> None:
@@ -232,7 +221,7 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
     try:
         summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:
-        raise fail(error_line(e), EXIT_USAGE)
+        raise fail(cli_message(e), EXIT_USAGE)
     finally:
         if server_args is not None:
             backend.close()

@@ -30,3 +30,12 @@ class ModelLoadError(VarcoOCRError):
 
 def _join(reason: str, advice: str) -> str:
     return f"{reason}; {advice}" if advice else reason
+
+
+def cli_message(e: BaseException) -> str:
+    """An error's one line in the command line's terms: a model that cannot be loaded is advised with --model,
+    not with the library's ``OCREngine(model=...)``, also when another error wraps it (the batch runner's)."""
+    for err in (e, e.__cause__):
+        if isinstance(err, ModelLoadError):
+            return err.cli_message()
+    return str(e)
