@@ -90,6 +90,19 @@ def test_page_budget_is_checked_before_rendering(samples, tmp_path):
         ask.collect_pages([bad])
 
 
+def test_page_budget_advice_fits_what_was_given(samples):
+    # --pages cannot help with separate images: say how many fit.
+    assert ask.budget_error(13, 13, 0, 12) == (
+        "13 separate images are over the budget of 12 images in one question; give at most 12 of them "
+        "(--pages selects pages of PDFs and TIFFs only), or raise --max-images")
+    # Beside separate images, the suggested --pages must itself fit (before: --pages 1-12 for 12 + 1 images).
+    assert ask.budget_error(14, 10, 1, 12).endswith("(e.g. --pages 1-2 beside the 10 separate images) or raise --max-images")
+    assert "--pages 1-6)" in ask.budget_error(30, 0, 2, 12)
+    assert "leave no room" in ask.budget_error(15, 12, 3, 12)
+    with pytest.raises(ask.AskError, match=r"^14 separate images are over the budget of 12"):
+        ask.collect_pages([samples / "receipt.png"] * 14)
+
+
 # -- the model -------------------------------------------------------------------------------------
 
 
@@ -186,6 +199,16 @@ def test_cli_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, three_imag
     assert not_a_model.exit_code == 2 and "cannot load model" in not_a_model.stderr
     for res in (missing, empty, not_a_model):
         assert len(error_lines(res)) == 1 and "Traceback" not in res.output, res.stderr
+
+
+def test_cli_forgotten_question_is_named(tmp_path, three_images):
+    # Before: "give at least one image, PDF or TIFF before the question" (the file was taken for the question).
+    for args in ([three_images[0]], three_images[:2]):
+        res = run_cli("ask", *args, "--model", tmp_path / "never-loaded")
+        assert res.exit_code == 2
+        assert error_lines(res) == [
+            f"varco-ocr: the question is missing: the last argument, {args[-1]}, is a file; put the question after "
+            f"the files, e.g. varco-ocr ask {args[-1]} \"What is the total?\""]
 
 
 def test_cli_model_whose_template_drops_images_is_refused(tiny_model_dir, tmp_path, three_images):

@@ -81,5 +81,40 @@ def test_keep_raw_and_page_assembly_from_a_known_answer(engine):
 
 
 def test_not_a_model_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelLoadError, match="--model PATH"):
-        OCREngine(str(tmp_path / "nowhere"))
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError) as info:
+        OCREngine(missing)
+    # A path the user typed is not sent to the hub as a repo id, and no hub advice follows.
+    assert str(info.value) == f"no such model folder: {missing}"
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_library_errors_speak_of_the_parameter_not_the_cli_flag(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as info:
+        OCREngine("varco-ocr-tests/not-a-cached-model")
+    message = str(info.value)
+    assert "OCREngine(model=...)" in message and "--model" not in message
+    assert "--model PATH" in info.value.cli_message() and "OCREngine" not in info.value.cli_message()
+    # HF_HUB_OFFLINE is already set: advising to set it would point the wrong way.
+    assert "set HF_HUB_OFFLINE" not in message and "HF_HUB_OFFLINE is set" in message
+    assert "hf download varco-ocr-tests/not-a-cached-model" in message
+
+
+def test_unreachable_hub_fails_at_once(monkeypatch):
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="unreachable") as info:
+        OCREngine("varco-ocr-tests/not-a-cached-model")
+    assert time.monotonic() - start < 5
+    assert "and set HF_HUB_OFFLINE=1" in str(info.value)

@@ -5,10 +5,11 @@ decoded with special tokens kept, since the tags are special tokens).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import Image
 
@@ -75,40 +76,68 @@ def pick_attention() -> str:
         return "sdpa"
 
 
+_API_LOCAL = "give OCREngine(model=...) a local model folder"
+_CLI_LOCAL = "pass --model PATH for a local model folder"
+
+
+def _download_advice(model: str, local: str) -> str:
+    return f"download the weights once with a network (`hf download {model}`) and set HF_HUB_OFFLINE=1, or {local}"
+
+
+def _source_error(model: str, problem) -> ModelLoadError:
+    """The error for a :class:`varco_ocr.hub.SourceProblem`, advising in library and CLI terms."""
+    if problem.kind == "not_a_folder":  # the user meant a folder: hub advice would point the wrong way
+        return ModelLoadError(problem.reason)
+    if problem.kind == "offline":  # HF_HUB_OFFLINE is already set: advise what is still missing
+        fetch = f"download the weights first (`hf download {model}`, with a network)"
+        return ModelLoadError(problem.reason, f"{fetch}, or {_API_LOCAL}", f"{fetch}, or {_CLI_LOCAL}")
+    return ModelLoadError(problem.reason, _download_advice(model, _API_LOCAL), _download_advice(model, _CLI_LOCAL))
+
+
 def _load_error(model: str, err: BaseException) -> ModelLoadError:
+    """A loader failure after the source checks passed: a folder that is not a model, a hub id that does not
+    exist or is gated, a network failure mid-download."""
+    from varco_ocr.hub import hub_offline
+
     reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
-    offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
-    return ModelLoadError(
-        f"cannot load model {model!r}: {reason[:200]}. "
-        + ("HF_HUB_OFFLINE is set, so only cached weights are used; " if offline else "")
-        + "pass --model PATH for a local model folder, or download the weights once and set HF_HUB_OFFLINE=1"
-    )
+    if os.path.isdir(model):
+        return ModelLoadError(f"cannot load model folder {model}: {reason[:200]}")
+    if hub_offline():
+        fetch = f"only cached weights are used with HF_HUB_OFFLINE set; download them first (`hf download {model}`)"
+        return ModelLoadError(f"cannot load model {model!r}: {reason[:200]}", f"{fetch}, or {_API_LOCAL}",
+                              f"{fetch}, or {_CLI_LOCAL}")
+    return ModelLoadError(f"cannot load model {model!r}: {reason[:200]}", _download_advice(model, _API_LOCAL),
+                          _download_advice(model, _CLI_LOCAL))
 
 
 def _fail_fast_when_unreachable(model: str, timeout: float = 3.0) -> None:
-    """A hub id that is neither a local folder nor cached needs the hub. Without a network, the hub
-    client retries for minutes before giving up; one short connection attempt says the same at once."""
-    import socket
-    from urllib.parse import urlparse
+    """Without a network the hub client retries for about a minute before giving up, and a folder that does not
+    exist reaches the hub as a malformed repo id; checking the source first says the right thing at once."""
+    from varco_ocr.hub import source_problem
 
-    if os.path.isdir(model) or os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
-        return
-    try:
-        from huggingface_hub import try_to_load_from_cache
+    problem = source_problem(model, timeout)
+    if problem is not None:
+        raise _source_error(model, problem)
 
-        if isinstance(try_to_load_from_cache(model, "config.json"), str):
-            return  # cached: loading needs no network
-    except Exception:  # not a valid repo id: let from_pretrained say what is wrong
-        return
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
-    except OSError as e:
-        raise ModelLoadError(
-            f"cannot load model {model!r}: it is not a local folder, not in the cache, and {endpoint.hostname} "
-            f"is unreachable ({e.strerror or e}); pass --model PATH for a local model folder, or download "
-            "the weights once and set HF_HUB_OFFLINE=1"
-        ) from None
+
+def _token_counter(on_tokens: Callable[[int], None]):
+    """A transformers streamer that only counts: ``generate`` puts the prompt first, then each step's new
+    tokens (one per batch row); nothing is decoded, so it costs nothing per step."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class TokenCounter(BaseStreamer):
+        def __init__(self) -> None:
+            self.prompt_seen = False
+
+        def put(self, value) -> None:
+            if self.prompt_seen:
+                on_tokens(int(value.numel()))
+            self.prompt_seen = True
+
+        def end(self) -> None:
+            pass
+
+    return TokenCounter()
 
 
 def read_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool, int]:
@@ -209,8 +238,10 @@ class OCREngine:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self, images: Sequence[Image.Image], task_text: str, max_new_tokens: int | None = None) -> list[Generation]:
-        """One greedy generation per (already prepared) image, batched with left padding."""
+    def generate(self, images: Sequence[Image.Image], task_text: str, max_new_tokens: int | None = None,
+                 on_tokens: Callable[[int], None] | None = None) -> list[Generation]:
+        """One greedy generation per (already prepared) image, batched with left padding. ``on_tokens`` is
+        called at every decoding step with the number of tokens just generated (one per batch row)."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         from varco_ocr.generation import ChosenTokenProbability, LoopGuard, word_confidences
@@ -239,6 +270,7 @@ class OCREngine:
                 logits_processor=LogitsProcessorList([recorder]),
                 stopping_criteria=stopping,
                 pad_token_id=self.processor.tokenizer.pad_token_id,
+                streamer=None if on_tokens is None else _token_counter(on_tokens),
             )
         generated = out[:, prompt_len:].cpu()
         probs = recorder.probabilities()
@@ -279,10 +311,15 @@ class OCREngine:
         batch_size: int = 4,
         indices: Sequence[int] | None = None,
         dpis: Sequence[float | None] | None = None,
+        *,
+        on_tokens: Callable[[int], None] | None = None,
+        on_pages: Callable[[int], None] | None = None,
     ) -> list[Page]:
         """OCR many images with real batched generation; results equal one-by-one calls.
 
         Images are sorted by size so each batch pads as little as possible, then put back in order.
+        Progress, for a caller that shows it: ``on_tokens(n)`` at every decoding step, ``on_pages(n)`` when
+        a batch of ``n`` pages is read.
         """
         loaded = [self._load(im) for im in images]
         indices = list(indices) if indices is not None else [0] * len(loaded)
@@ -292,24 +329,29 @@ class OCREngine:
         pages: list[Page | None] = [None] * len(prepared)
         for start in range(0, len(order), max(1, batch_size)):
             chunk = order[start : start + max(1, batch_size)]
-            gens = self.generate([prepared[i] for i in chunk], model_spec.OCR_PROMPT)
+            gens = self.generate([prepared[i] for i in chunk], model_spec.OCR_PROMPT, on_tokens=on_tokens)
             for i, gen in zip(chunk, gens):
                 w, h = loaded[i].size
                 pages[i] = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
+            if on_pages is not None:
+                on_pages(len(chunk))
         if self.split_truncated:
             from varco_ocr.bands import reread_in_bands
 
             for i, page in enumerate(pages):
                 if page is not None and page.truncated:
-                    pages[i] = reread_in_bands(loaded[i], page, lambda bands: self._read_bands(bands, batch_size))
+                    pages[i] = reread_in_bands(loaded[i], page,
+                                               lambda bands: self._read_bands(bands, batch_size, on_tokens))
         return [p for p in pages if p is not None]
 
-    def _read_bands(self, images: Sequence[Image.Image], batch_size: int) -> list[tuple[list[Word], bool]]:
+    def _read_bands(self, images: Sequence[Image.Image], batch_size: int,
+                    on_tokens: Callable[[int], None] | None = None) -> list[tuple[list[Word], bool]]:
         """Words (in band pixels) and cut-short flag of each band image, for varco_ocr.bands."""
         out: list[tuple[list[Word], bool]] = []
         for start in range(0, len(images), max(1, batch_size)):
             chunk = images[start : start + max(1, batch_size)]
-            gens = self.generate([prepare_for_model(im, self.min_long_side) for im in chunk], model_spec.OCR_PROMPT)
+            gens = self.generate([prepare_for_model(im, self.min_long_side) for im in chunk], model_spec.OCR_PROMPT,
+                                 on_tokens=on_tokens)
             out.extend(page_words(gen, *im.size) for gen, im in zip(gens, chunk))
         return out
 
@@ -318,6 +360,9 @@ class OCREngine:
         original = self._load(image)
         gen = self.generate([prepare_for_model(original, self.min_long_side)], f"{model_spec.GROUNDING_PROMPT}\n{phrase}")[0]
         answer = parse_grounding_answer(gen.text)
+        # Cut short also when the answer stopped at the token limit or the loop guard between two complete
+        # entries, where the text alone looks whole (as page_words does for OCR).
+        answer = dataclasses.replace(answer, truncated=answer.truncated or gen.hit_token_limit or gen.looped)
         w, h = original.size
         boxes = [GroundedBox(phrase=p.text, bbox=to_pixels(b, w, h), box=b) for p in answer.phrases for b in p.boxes]
         return boxes, answer
