@@ -151,33 +151,45 @@ TAUGHT_ANSWER = (
 def teach_fixed_answer(model_dir: str | Path, images: Sequence["Image.Image"], answer: str = TAUGHT_ANSWER,
                        max_steps: int = 400, lr: float = 2e-2) -> int:
     """Train the tiny model in ``model_dir`` (in place) until greedy decoding answers ``<ocr>`` with
-    ``answer`` for each of ``images`` (as the model sees them: already at their model size), so tests
-    get real OCR entries (words, boxes, token probabilities) out of the real generate path, locally and
-    through a server. It memorises: other image sizes get other answers. Returns the steps taken;
-    raises RuntimeError if ``max_steps`` were not enough."""
+    ``answer`` for each of ``images`` (see :func:`teach_answers`)."""
+    return teach_answers(model_dir, [(im, answer) for im in images], max_steps=max_steps, lr=lr)
+
+
+def teach_answers(model_dir: str | Path, examples: Sequence[tuple["Image.Image", str]], max_steps: int = 400,
+                  lr: float = 2e-2, max_grid: int | None = None) -> int:
+    """Train the tiny model in ``model_dir`` (in place) until greedy decoding answers ``<ocr>`` with the
+    given answer for each (image, answer) pair, the images as the model sees them (already at their
+    model size: ``preprocessing.prepare_for_model``), so tests get real OCR entries (words, boxes,
+    token probabilities) out of the real generate path, locally and through a server. It memorises:
+    other images get other (garbage) answers. ``max_grid``: the tiling the answers are taught under;
+    it is saved with the model so a server loading the folder tiles the same way (the engine sets its
+    own, which must then be the same). Returns the steps taken; raises RuntimeError if ``max_steps``
+    were not enough."""
     import torch
     from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir)
+    if max_grid is not None:
+        model_spec.configure_resolution(processor, model.config, max_grid)
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": model_spec.OCR_PROMPT}]}],
         add_generation_prompt=True,
     )
-    examples = []
-    for im in images:
+    prepared = []
+    for im, answer in examples:
         full = processor(images=[[im]], text=[prompt + answer + model_spec.IM_END], return_tensors="pt")
         prompt_only = processor(images=[[im]], text=[prompt], return_tensors="pt")
         labels = full["input_ids"].clone()
         labels[:, : prompt_only["input_ids"].shape[1]] = -100  # learn the answer and its end-of-turn token only
-        examples.append((full, labels, prompt_only))
-    answer_len = examples[0][0]["input_ids"].shape[1] - examples[0][2]["input_ids"].shape[1]
+        answer_len = full["input_ids"].shape[1] - prompt_only["input_ids"].shape[1]
+        prepared.append((full, labels, prompt_only, answer, answer_len))
 
     def learned() -> bool:
         model.eval()
         try:
             with torch.inference_mode():
-                for _, _, prompt_only in examples:
+                for _, _, prompt_only, answer, answer_len in prepared:
                     out = model.generate(**prompt_only, max_new_tokens=answer_len + 2, do_sample=False)
                     text = processor.tokenizer.decode(out[0, prompt_only["input_ids"].shape[1]:], skip_special_tokens=False)
                     if text.split(model_spec.IM_END)[0] != answer or model_spec.IM_END not in text:
@@ -189,14 +201,19 @@ def teach_fixed_answer(model_dir: str | Path, images: Sequence["Image.Image"], a
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
+    losses: list[float] = []
     for step in range(1, max_steps + 1):
-        inputs, labels, _ = examples[step % len(examples)]
+        inputs, labels, *_ = prepared[step % len(prepared)]
         loss = model(**inputs, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if loss.item() < 0.05 and step % 10 == 0 and learned():
+        losses = (losses + [loss.item()])[-len(prepared):]
+        # check (a full greedy decode of every example) only once every example's loss is low
+        if max(losses) < 0.05 and step % 10 == 0 and learned():
             model.eval()
             model.save_pretrained(model_dir)
+            if max_grid is not None:
+                processor.save_pretrained(model_dir)
             return step
-    raise RuntimeError(f"the tiny model did not learn the answer in {max_steps} steps")
+    raise RuntimeError(f"the tiny model did not learn the answers in {max_steps} steps")
