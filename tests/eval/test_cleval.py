@@ -94,3 +94,12 @@ def test_ground_truth_against_itself(icdar2015_sample, funsd_test):
     samples = load_funsd(funsd_test)
     result, _ = cleval.evaluate([(s.regions, [r for r in s.regions if not r.dont_care]) for s in samples])
     assert 0.998 < result.det.hmean < 1.0
+
+
+def test_longest_common_subsequence_tie_break_prefers_the_left_cell():
+    """When several subsequences are equally long, the reference keeps the one its matrix reaches by
+    preferring the cell to the left (strictly longer upper cell wins): that decides which characters
+    are consumed. Preferring the upper cell on ties gives "A", "C" and "ABA" here."""
+    assert cleval.longest_common_subsequence("AB", "BA") == "B"
+    assert cleval.longest_common_subsequence("ABC", "CBA") == "C"
+    assert cleval.longest_common_subsequence("ABAB", "BABA") == "BAB"
