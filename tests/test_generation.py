@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from varco_ocr.generation import LoopGuard, repeated_tail, word_confidences
@@ -65,3 +66,15 @@ def test_loop_guard_ignores_rows_that_ended_and_are_padded():
     # once flagged, a looping row stays flagged after it is stopped and padded
     ids = torch.tensor([finished + [PAD], looping[:112] + [PAD], running + [5]])
     assert guard(ids).tolist() == [False, True, False]
+
+
+def test_recorded_probability_is_the_chosen_tokens_softmax_probability():
+    import math
+
+    from varco_ocr.generation import ChosenTokenProbability
+
+    recorder = ChosenTokenProbability()
+    scores = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
+    assert recorder(torch.zeros(2, 1, dtype=torch.long), scores) is scores  # scores pass unchanged
+    expected = [math.exp(2) / (math.exp(2) + math.exp(1) + 1), math.exp(5) / (math.exp(5) + 2)]
+    assert recorder.probabilities()[:, 0].tolist() == pytest.approx(expected)  # 0.665, 0.987 (sigmoid: 0.881, 0.993)
