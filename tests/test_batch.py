@@ -455,11 +455,14 @@ def test_cli_batch_options_and_resume(tmp_path, tiny_model_dir):
     assert text.returncode == 0 and not list(scans.rglob(LOG_NAME))
 
 
-def test_thread_and_process_renderers_give_the_same_documents(tmp_path, backend):
+def test_thread_and_process_renderers_give_the_same_documents(tmp_path, taught, taught_engine):
     scans = _scans(tmp_path / "scans")
+    backend = CountingBackend(taught_engine)
     docs = {}
     for in_process in (False, True):
-        summary = run([scans], backend, BatchOptions(dpi=40, batch_size=4, progress="none", render_in_process=in_process))
+        summary = run([scans / "book.pdf", scans / "receipt.png"], backend,
+                      BatchOptions(dpi=40, batch_size=4, pages=parse_page_ranges("1"), progress="none", render_in_process=in_process))
         docs[in_process] = summary.documents
-    assert [d.source for d in docs[True]] == [str(scans / "book.pdf"), str(scans / "receipt.png"), str(scans / "sub" / "fax.tiff")]
+    assert [d.source for d in docs[True]] == [str(scans / "book.pdf"), str(scans / "receipt.png")]
     assert docs[False] == docs[True]
+    assert [(w.text, w.bbox) for w in docs[True][1].pages[0].words] == list(taught.page("receipt").words)  # not empty
