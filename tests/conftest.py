@@ -81,7 +81,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def taught(request):
+def taught(request, tmp_path_factory):
     """A tiny model taught to read the first words of samples/receipt.png and samples/dense-page.png
     (and three words on two blank page sizes): ``varco_ocr.testing.tiny_model.write_taught_model``.
     Run the engine with ``taught.engine_args`` / ``taught.cli_args`` (the settings its answers hold
@@ -103,7 +103,9 @@ def taught(request):
     digest = hashlib.sha256(f"{torch.__version__} {transformers.__version__}".encode())
     for path in [Path(tiny_model.__file__), Path(model_spec.__file__), *sorted(SAMPLES.glob("*.words.json")), *sorted(SAMPLES.glob("*.png"))]:
         digest.update(path.name.encode() + path.read_bytes())
-    folder = Path(request.config.cache.mkdir(f"taught-model-{digest.hexdigest()[:16]}"))
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: build afresh
+    name = f"taught-model-{digest.hexdigest()[:16]}"
+    folder = Path(cache.mkdir(name)) if cache is not None else tmp_path_factory.mktemp(name)
     model = folder / "model"
     if not (model / "model.safetensors").is_file():
         import tempfile

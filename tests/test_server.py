@@ -154,7 +154,7 @@ def test_server_pages_equal_the_local_engine(transformers_server, taught_models,
         assert (s.width, s.height, s.truncated, s.raw) == (l.width, l.height, l.truncated, l.raw)
     # transformers serve refuses skip_special_tokens and ignores logprobs: said once each, confidences null
     assert all(w.confidence is None for w in served[0].words)
-    assert all(w.confidence is not None for w in local[0].words)
+    assert all(0.5 < w.confidence <= 1.0 for w in local[0].words)  # the local engine's token probabilities
     assert sum("no log-probabilities" in n for n in notes) == 1
     assert sum("refuses skip_special_tokens" in n for n in notes) == 1
 
