@@ -86,29 +86,36 @@ def test_parse_grounding(tmp_path):
 
 
 @pytest.mark.slow
-def test_ocr_json_with_tiny_model(tiny_model_dir, samples):
-    proc = run(samples / "receipt.png", "--json", "--model", tiny_model_dir, "--keep-raw", *FAST)
+def test_ocr_json_with_the_taught_model(taught, samples):
+    proc = run(samples / "receipt.png", "--json", "--keep-raw", *taught.cli_args)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["version"] and doc["model"] == str(tiny_model_dir)
-    page = doc["pages"][0]
-    assert (page["width"], page["height"]) == Image.open(samples / "receipt.png").size
-    for key in ("index", "words", "lines", "blocks", "text", "truncated", "raw"):
-        assert key in page
+    assert doc["version"] and doc["model"] == str(taught.path)
+    (page,) = doc["pages"]
+    assert (page["width"], page["height"]) == Image.open(samples / "receipt.png").size == (440, 520)
+    assert [(w["text"], w["bbox"]) for w in page["words"]] == taught.words("receipt")
+    assert all(0.5 < w["confidence"] <= 1.0 for w in page["words"])
+    assert page["text"] == "카페 마포점\n서울특별시 마포구 백범로 35" and not page["truncated"]
+    assert page["raw"] == taught.page("receipt").answer  # the answer as the model gave it (bottom-right first)
+    # plain text on stdout without --json: the reading-order text
+    text = run(samples / "receipt.png", *taught.cli_args)
+    assert text.returncode == 0 and text.stdout == "카페 마포점\n서울특별시 마포구 백범로 35\n"
 
 
 @pytest.mark.slow
-def test_several_inputs_to_output_folder_and_bad_file_exit_code(tiny_model_dir, samples, tmp_path):
+def test_several_inputs_to_output_folder_and_bad_file_exit_code(taught, samples, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really")
     out = tmp_path / "out"
     proc = run("ocr", samples / "receipt.png", bad, samples / "dense-page.png", "-o", out, "--json",
-               "--model", tiny_model_dir, "--batch-size", "2", *FAST)
+               "--batch-size", "2", *taught.cli_args)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "broken.jpg" in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["dense-page.json", "receipt.json", "varco-ocr.log.jsonl"]
-    doc = json.loads((out / "receipt.json").read_text(encoding="utf-8"))
-    assert doc["source"].endswith("receipt.png")
+    for name in ("receipt", "dense-page"):
+        doc = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        assert doc["source"].endswith(f"{name}.png")
+        assert [(w["text"], w["bbox"]) for w in doc["pages"][0]["words"]] == taught.words(name)
 
 
 def test_missing_model_folder_is_named_as_such(samples, tmp_path):

@@ -259,7 +259,7 @@ class OCREngine:
         stopping = StoppingCriteriaList()
         guard = None
         if self.loop_guard:
-            guard = LoopGuard(prompt_length=prompt_len)
+            guard = LoopGuard(prompt_length=prompt_len, end_ids=tuple(sorted(self._end_ids)))
             stopping.append(guard)
         with torch.inference_mode():
             out = self.model.generate(
