@@ -117,8 +117,8 @@ def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(taught, samp
     calls = []
     real_generate = engine.generate
 
-    def recording_generate(images, task_text, max_new_tokens=None):
-        gens = real_generate(images, task_text, max_new_tokens)
+    def recording_generate(images, task_text, max_new_tokens=None, **kwargs):
+        gens = real_generate(images, task_text, max_new_tokens, **kwargs)
         calls.append([(im.size, gen) for im, gen in zip(images, gens)])
         return gens
 
