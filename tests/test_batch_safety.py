@@ -430,3 +430,45 @@ def test_an_undecodable_tiff_frame_keeps_its_size_in_every_output(tmp_path, back
     with pymupdf.open(out / "fax.pdf") as pdf:  # the unreadable page is kept, blank, at its size
         assert len(pdf) == 2
         assert [round(p.rect.width / p.rect.height, 2) for p in pdf] == [1.5, 1.4]
+
+
+# -- item 8 in the run: characters XML forbids are replaced in hOCR/ALTO, and the run says how many ------
+
+
+class ControlCharacterBackend:
+    """Answers every page with words; pages 90 px wide get words holding an escape and a NUL (what a
+    model can emit), other pages clean words."""
+
+    model_name = "m"
+
+    def ocr_batch(self, images, batch_size=4, indices=None):
+        from varco_ocr.document import Word
+        from varco_ocr.layout import build_page
+
+        pages = []
+        for i, im in zip(indices or [0] * len(images), images):
+            texts = ["a\x1bb", "ok\x00"] if im.size[0] == 90 else ["clean", "words"]
+            words = [Word(t, (5 + 40 * k, 5, 40 + 40 * k, 25)) for k, t in enumerate(texts)]
+            pages.append(build_page(words, index=i, width=im.size[0], height=im.size[1]))
+        return pages
+
+
+def test_replaced_xml_characters_are_noted_per_document_and_logged(tmp_path, capsys):
+    from lxml import etree
+
+    folder = tmp_path / "in"
+    _png(folder / "bad.png", width=90)
+    _png(folder / "good.png", width=120)
+    out = tmp_path / "out"
+    summary = run([folder], ControlCharacterBackend(), _opts(out, ("json", "hocr", "alto"), progress="plain"))
+    assert summary.exit_code == 0 and [o.status for o in summary.outcomes] == ["done", "done"]
+    note = f"{folder / 'bad.png'}: 2 characters that XML 1.0 forbids replaced by U+FFFD in hOCR/ALTO"
+    assert summary.notes == [note]
+    assert [line for line in capsys.readouterr().err.splitlines() if "XML" in line] == [note]
+    records = {Path(r["source"]).name: r for r in _log(out) if "status" in r}
+    assert records["bad.png"]["xml_replaced"] == 2 and "xml_replaced" not in records["good.png"]
+    for name in ("bad.hocr", "bad.alto.xml"):
+        etree.parse(str(out / name))  # well-formed
+        assert (out / name).read_text(encoding="utf-8").count("\ufffd") == 2
+    # JSON keeps what the model read: only the XML formats replace characters
+    assert [w.text for w in Document.load(out / "bad.json").pages[0].words] == ["a\x1bb", "ok\x00"]

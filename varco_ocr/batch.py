@@ -40,6 +40,7 @@ from PIL import Image
 from varco_ocr.document import Document, Page
 from varco_ocr.errors import InputError, VarcoOCRError
 from varco_ocr.exporters import expected_outputs, planned_outputs, write_exports
+from varco_ocr.exporters.common import xml_safe, xml_unsafe_count
 from varco_ocr.inputs import (
     DEFAULT_DPI,
     PDF_SUFFIXES,
@@ -126,6 +127,8 @@ class DocumentOutcome:
     page_warnings: list[str] = field(default_factory=list)  # damaged pages that were still read
     seconds: float = 0.0
     pages_from_pdf: int = 0  # of ``pages``, those whose words are the PDF's own text (--skip-text)
+    # characters XML 1.0 forbids, replaced by U+FFFD in the hOCR / ALTO written (exporters.common.xml_safe)
+    xml_replaced: int = 0
 
 
 @dataclass
@@ -846,6 +849,10 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
                 finished.add(doc_no)
                 outcome = _finish_document(st, options, out_dir, log, summary, index, guard)
                 summary.outcomes.append(outcome)
+                if outcome.xml_replaced:
+                    note = xml_replaced_note(outcome)
+                    summary.notes.append(note)
+                    progress.note(note)
                 progress.document(outcome)
 
     def run_batch() -> None:
@@ -915,6 +922,17 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
     return summary
 
 
+XML_FORMATS = ("hocr", "alto")
+
+
+def xml_replaced_note(outcome: DocumentOutcome) -> str:
+    """The run's note for a document whose hOCR / ALTO had characters replaced (the name made safe
+    to print too: it may hold the very control characters counted)."""
+    n = outcome.xml_replaced
+    return (f"{xml_safe(outcome.source)[0]}: {n} character{'s' if n != 1 else ''} that XML 1.0 forbids "
+            f"replaced by U+FFFD in hOCR/ALTO")
+
+
 def _finish_document(
     st: _DocState, options: BatchOptions, out_dir: Path | None, log: RunLog | None, summary: BatchSummary,
     index: LogIndex | None = None, guard: _InputGuard | None = None,
@@ -974,6 +992,8 @@ def _finish_document(
             written = write_exports(document, out_dir, (fmt,), stem=st.file.output_stem, **opts)
             by_format[fmt] = [p.relative_to(out_dir).as_posix() for p in written]
         outcome.outputs = [p for paths in by_format.values() for p in paths]
+        if any(fmt in by_format for fmt in XML_FORMATS):
+            outcome.xml_replaced = xml_unsafe_count(document)
         missing = {p.relative_to(out_dir).as_posix() for p in expected} - set(outcome.outputs)
         if missing and status != "failed":
             raise RuntimeError(f"outputs not written: {', '.join(sorted(missing))}")
@@ -993,6 +1013,7 @@ def _finish_document(
                 "page_warnings": outcome.page_warnings,
                 "pages_model": outcome.pages - outcome.pages_from_pdf,
                 "pages_pdf_text": outcome.pages_from_pdf,
+                **({"xml_replaced": outcome.xml_replaced} if outcome.xml_replaced else {}),
                 "error": outcome.error,
                 # what was written, even when the document failed half-way: those files are ours
                 "outputs_by_format": by_format,
