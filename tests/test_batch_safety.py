@@ -147,6 +147,28 @@ def test_output_folder_that_is_the_input_folder_reads_only_the_inputs(tmp_path, 
     assert sorted((Path(o.source).name, o.status) for o in second.outcomes) == [("a.png", "skipped"), ("b.pdf", "skipped")]
 
 
+def test_files_named_explicitly_inside_the_output_folder_are_refused_the_others_read(tmp_path, backend, capsys):
+    folder = tmp_path / "in"
+    _pdf(folder / "a.pdf", pages=2)
+    out = folder / "out"
+    assert run([folder], backend, _opts(out, ("json", "overlay"))).count("done") == 1
+    overlay = out / "a.p0001.overlay.png"  # an output this run's log records
+    assert overlay.is_file()
+    below = _png(out / "sub" / "u.png")  # not an output, but below the output folder
+    beside = _png(out / "mine.png")  # directly in the output folder (as `scan.png -o .`): an input
+    b = _png(folder / "b.png")
+    summary = run([b, overlay, below, beside], backend, _opts(out, ("json", "overlay"), progress="plain"))
+    assert summary.exit_code == 1
+    status = {Path(o.source).name: o.status for o in summary.outcomes}
+    assert status == {"b.png": "done", "mine.png": "done", "a.p0001.overlay.png": "failed", "u.png": "failed"}
+    lines = [line for line in capsys.readouterr().err.splitlines() if "never an input" in line or "never inputs" in line]
+    assert lines == [
+        f"failed {overlay}: {overlay}: not read: it is an output varco-ocr wrote (the output folder's run log names it); outputs are never inputs",
+        f"failed {below}: {below}: not read: it lies inside the output folder {out}; the output folder, and anything under it, is never an input",
+    ]
+    assert not (out / "a.p0001.overlay.json").exists() and not (out / "u.json").exists()
+
+
 # -- item 4: resume trusts the source, not the name --------------------------------------------------
 
 

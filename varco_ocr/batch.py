@@ -774,6 +774,8 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
     summary.notes.extend(f"skipped {s.path}: {s.reason}" for s in listing.skipped)
     for missing in listing.missing:
         summary.outcomes.append(DocumentOutcome(str(missing), "failed", error=f"{missing}: no such file or folder"))
+    for output in listing.refused:
+        summary.outcomes.append(DocumentOutcome(str(output.path), "failed", error=f"{output.path}: not read: {output.reason}"))
 
     todo: list[InputFile] = []
     fingerprints: list[str | None] = []

@@ -95,6 +95,9 @@ class InputListing:
     files: tuple[InputFile, ...]
     skipped: tuple[SkippedFile, ...] = ()  # unsupported files met in folders: a note, not an error
     missing: tuple[Path, ...] = ()  # paths given that do not exist: an error for each
+    # files named explicitly that are outputs (under the output folder, or recorded as written by
+    # varco-ocr): an error for each, never read
+    refused: tuple[SkippedFile, ...] = ()
 
 
 def is_supported(path: Path) -> bool:
@@ -115,11 +118,15 @@ def collect_inputs(
     What a run writes is never read back as its input: inside a given folder, ``exclude_dir`` (the
     output folder) and everything under it is left out, and so are ``exclude_files`` (resolved paths:
     the files the run log says varco-ocr wrote, which matters when the output folder *is* the input
-    folder).
+    folder). A file named explicitly is refused (listed in ``refused``) when it is one of
+    ``exclude_files`` or lies below ``exclude_dir``; only when it sits directly in the output folder
+    (``varco-ocr scan.png -o .``: the inputs' own folder is the output folder, as for a folder given
+    as its own output folder) is it read, unless recorded as an output.
     """
     files: list[InputFile] = []
     skipped: list[SkippedFile] = []
     missing: list[Path] = []
+    refused: list[SkippedFile] = []
     excluded_dir = exclude_dir.resolve() if exclude_dir is not None else None
     excluded_files = frozenset(exclude_files)
     for given in paths:
@@ -146,10 +153,24 @@ def collect_inputs(
                     continue
                 files.append(InputFile(p, rel.with_suffix("")))
         elif given.exists():
+            reason = _output_not_input(given, excluded_dir, excluded_files)
+            if reason is not None:
+                refused.append(SkippedFile(given, reason))
+                continue
             files.append(InputFile(given, Path(given.stem)))
         else:
             missing.append(given)
-    return InputListing(_disambiguate(files), tuple(skipped), tuple(missing))
+    return InputListing(_disambiguate(files), tuple(skipped), tuple(missing), tuple(refused))
+
+
+def _output_not_input(path: Path, out_dir: Path | None, outputs: Collection[Path]) -> str | None:
+    """Why a file named explicitly is an output, never an input (see ``collect_inputs``), or None."""
+    resolved = path.resolve()
+    if resolved in outputs:
+        return "it is an output varco-ocr wrote (the output folder's run log names it); outputs are never inputs"
+    if out_dir is not None and resolved.parent != out_dir and resolved.is_relative_to(out_dir):
+        return f"it lies inside the output folder {out_dir}; the output folder, and anything under it, is never an input"
+    return None
 
 
 def _disambiguate(files: list[InputFile]) -> tuple[InputFile, ...]:
