@@ -49,8 +49,31 @@ class PageRanges:
             chosen.update(range(first - 1, end))
         return sorted(chosen)
 
+    def beyond(self, page_count: int) -> "PageRanges | None":
+        """The requested pages a document of ``page_count`` pages does not have (``indices`` leaves
+        them out), merged and in ascending order, or None when every requested page exists. An
+        open range (``3-``) asks only for pages that exist, unless it starts past the last."""
+        past: list[tuple[int, int | None]] = []
+        for first, last in sorted(self.ranges, key=lambda r: r[0]):
+            if last is not None and last <= page_count or last is None and first <= page_count:
+                continue
+            first = max(first, page_count + 1)
+            if past and (past[-1][1] is None or first <= past[-1][1] + 1):  # overlaps or touches the previous
+                end = past[-1][1]
+                past[-1] = (past[-1][0], None if end is None or last is None else max(end, last))
+            else:
+                past.append((first, last))
+        return PageRanges(tuple(past)) if past else None
+
     def __str__(self) -> str:
         return ",".join(f"{a}" if a == b else f"{a}-{'' if b is None else b}" for a, b in self.ranges)
+
+
+def missing_pages_note(requested: PageRanges, missing: PageRanges, page_count: int) -> str:
+    """One line naming the requested pages a document does not have."""
+    many = len(missing.ranges) > 1 or missing.ranges[0][0] != missing.ranges[0][1]
+    return (f"--pages {requested}: page{'s' if many else ''} {missing} not in the document "
+            f"(it has {page_count} page{'s' if page_count != 1 else ''})")
 
 
 _RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?$")
