@@ -944,6 +944,23 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
 XML_FORMATS = ("hocr", "alto")
 
 
+def document_metadata(path: Path, options: BatchOptions) -> dict[str, Any]:
+    """A document's ``metadata``, the same whichever way it is written (an output folder, or stdout
+    where the CLI reads single images without the runner): one document for one input."""
+    return {
+        k: v
+        for k, v in {
+            # the absolute path lets `varco-ocr export` find the source from any folder later
+            "source_path": str(path.resolve()),
+            "dpi": options.dpi if path.suffix.lower() in PDF_SUFFIXES else None,
+            "pages": None if options.pages is None else str(options.pages),
+            # the searchable-PDF export strips old invisible layers in these modes
+            "text_mode": options.text_mode if options.text_mode != "force" else None,
+        }.items()
+        if v is not None
+    }
+
+
 def xml_replaced_note(outcome: DocumentOutcome) -> str:
     """The run's note for a document whose hOCR / ALTO had characters replaced (the name made safe
     to print too: it may hold the very control characters counted)."""
@@ -965,23 +982,7 @@ def _finish_document(
             log.append({"source": source, "source_path": key, "status": "failed", "error": st.error, "fingerprint": st.fingerprint})
         return outcome
     pages = tuple(st.pages[i] for i in sorted(st.pages))
-    document = Document(
-        source=source,
-        pages=pages,
-        model=options.model,
-        metadata={
-            k: v
-            for k, v in {
-                # the absolute path lets `varco-ocr export` find the source from any folder later
-                "source_path": str(st.file.path.resolve()),
-                "dpi": options.dpi if st.file.path.suffix.lower() in PDF_SUFFIXES else None,
-                "pages": None if options.pages is None else str(options.pages),
-                # the searchable-PDF export strips old invisible layers in these modes
-                "text_mode": options.text_mode if options.text_mode != "force" else None,
-            }.items()
-            if v is not None
-        },
-    )
+    document = Document(source=source, pages=pages, model=options.model, metadata=document_metadata(st.file.path, options))
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
     outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,

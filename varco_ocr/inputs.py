@@ -361,7 +361,7 @@ class InputDocument:
             image = load_image(self.path, max_pixels=self.max_pixels)
         except InputError as e:
             return PageImage(0, None, error=str(e), size=_header_size(self.path))
-        return PageImage(0, image, dpi=_image_dpi(image))
+        return PageImage(0, image, dpi=image_dpi(image))
 
     def _iter_tiff_pages(self) -> Iterator[PageImage]:
         from varco_ocr.preprocessing import load_image
@@ -375,7 +375,7 @@ class InputDocument:
                     tiff.seek(i)
                     size = _frame_size(tiff)
                     tiff.load()
-                    dpi = _image_dpi(tiff)
+                    dpi = image_dpi(tiff)
                     # copy(): the frame must outlive the open file, and conversion may return it as is
                     image = load_image(tiff.copy(), max_pixels=self.max_pixels, name=f"page {i + 1}")
                 except (OSError, ValueError, EOFError, InputError) as e:
@@ -458,7 +458,7 @@ def _reason(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _image_dpi(image: Image.Image) -> float | None:
+def image_dpi(image: Image.Image) -> float | None:
     """Scan resolution recorded in the file, if any and plausible (many files carry 1 or 72 by default)."""
     dpi = image.info.get("dpi")
     try:
