@@ -88,6 +88,25 @@ def test_outputs_beside_inputs_never_replace_an_input(tmp_path, backend, overwri
         assert len(still_the_input) == 2
 
 
+@pytest.mark.parametrize("link", ["symlink", "hard link"])
+def test_an_output_path_that_links_to_an_input_gets_a_numbered_name(tmp_path, backend, link):
+    """README guarantee: a path that is one of the run's inputs through a symlink or a hard link is
+    never written, even with --overwrite; the document gets a numbered name."""
+    folder = tmp_path / "in"
+    _png(folder / "a.png")
+    book = _pdf(folder / "book.pdf", pages=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.pdf").symlink_to(book) if link == "symlink" else os.link(book, out / "a.pdf")
+    before = book.read_bytes()
+    summary = run([folder / "a.png", book], backend, _opts(out, ("pdf",), overwrite=True))
+    assert summary.exit_code == 0, [(o.source, o.error) for o in summary.outcomes]
+    assert book.read_bytes() == before and (out / "a.pdf").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir() if p.name != LOG_NAME) == ["a-2.pdf", "a.pdf", "book.pdf"]
+    with pymupdf.open(out / "a-2.pdf") as pdf:  # a.png's searchable PDF, under the numbered name
+        assert len(pdf) == 1
+
+
 def test_an_unrelated_existing_file_is_refused_naming_it_and_overwrite(tmp_path, backend):
     folder = tmp_path / "in"
     _png(folder / "report.png")
