@@ -390,7 +390,8 @@ def test_cli_export_converts_saved_json_without_a_model(tmp_path):
 def test_cli_batch_options_and_resume(tmp_path, tiny_model_dir):
     scans = _scans(tmp_path / "scans")
     pdf = pymupdf.open()
-    pdf.new_page(width=200, height=200)
+    for _ in range(3):  # --pages 1,3 below: every page asked for exists (a missing one would exit 1)
+        pdf.new_page(width=200, height=200)
     pdf.save(scans / "secret.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="pw", owner_pw="owner")
     common = ["--model", str(tiny_model_dir), "--max-new-tokens", "8", "--min-long-side", "0", "--max-grid", "1", "--dpi", "40"]
     first = _cli("scans", "-o", "out", "--format", "json,alto", "--glob", "*.pdf", "--pages", "1,3", "--batch-size", "4", *common, cwd=tmp_path)
