@@ -76,7 +76,7 @@ def test_reread_of_a_simulated_reader_recovers_every_word():
                     continue
                 whole = (top, bottom) == (w.bbox[1], w.bbox[3])
                 seen.append(Word(w.text if whole else w.text[:-1], (w.bbox[0], top - band.top, w.bbox[2], bottom - band.top)))
-            out.append((seen, False))
+            out.append((seen, False, 0))
         return out
 
     # The first answer stopped a third of the way down.
@@ -95,6 +95,21 @@ def test_reread_of_a_simulated_reader_recovers_every_word():
     assert not page.truncated and (page.width, page.height) == (500, 2000)
 
 
+def test_reread_sums_the_bands_dropped_boxes_and_replaces_the_first_count():
+    """Boxes the parser dropped (wholly outside the image) are counted per band answer; the page read
+    in bands carries their sum, not the truncated first reading's count, nor zero."""
+    image = Image.new("RGB", (400, 1000), "white")
+    first = build_page([Word("a", (10, 10, 60, 40))], index=3, width=400, height=1000, truncated=True, dropped_boxes=7)
+    dropped = [2, 0, 5, 1, 0, 0, 0, 0]
+
+    def ocr_images(crops):
+        return [([Word(f"b{k}", (10, 10, 80, 40))], False, dropped[k]) for k in range(len(crops))]
+
+    page = reread_in_bands(image, first, ocr_images)
+    assert page.dropped_boxes == 8
+    assert page.index == 3 and not page.truncated
+
+
 @pytest.mark.slow
 def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(taught, samples):
     """The real engine on the taught model: a 70-token budget cuts the dense sample after its first word;
@@ -105,7 +120,7 @@ def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(taught, samp
 
     from varco_ocr import OCREngine
     from varco_ocr.bands import default_overlap, merge_band_words
-    from varco_ocr.engine import page_words
+    from varco_ocr.engine import read_words
 
     torch.set_num_threads(1)
     image = Image.open(samples / "dense-page.png").convert("RGB")
@@ -127,8 +142,10 @@ def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(taught, samp
     bands = plan_bands(184, band_count(184, max(w.bbox[3] for w in first.words)), default_overlap(184))
     assert len(bands) >= 2
     assert len(calls) == 2 and [size for size, _ in calls[1]] == [(910, b.height) for b in bands]
-    band_words = [page_words(gen, *size)[0] for size, gen in calls[1]]
+    readings = [read_words(gen, *size) for size, gen in calls[1]]
+    band_words = [r[0] for r in readings]
     expected = merge_band_words(bands, band_words, 184)
     assert sorted((w.text, w.bbox) for w in page.words) == sorted((w.text, w.bbox) for w in expected)
-    assert page.truncated == any(page_words(gen, *size)[1] for size, gen in calls[1])
+    assert page.truncated == any(r[1] for r in readings)
+    assert page.dropped_boxes == sum(r[2] for r in readings)
     assert (page.width, page.height) == (910, 184)

@@ -438,7 +438,8 @@ def test_cli_export_converts_saved_json_without_a_model(tmp_path):
 def test_cli_batch_options_and_resume(tmp_path, tiny_model_dir):
     scans = _scans(tmp_path / "scans")
     pdf = pymupdf.open()
-    pdf.new_page(width=200, height=200)
+    for _ in range(3):  # --pages 1,3 below: every page asked for exists (a missing one would exit 1)
+        pdf.new_page(width=200, height=200)
     pdf.save(scans / "secret.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="pw", owner_pw="owner")
     common = ["--model", str(tiny_model_dir), "--max-new-tokens", "8", "--min-long-side", "0", "--max-grid", "1", "--dpi", "40"]
     first = _cli("scans", "-o", "out", "--format", "json,alto", "--glob", "*.pdf", "--pages", "1,3", "--batch-size", "4", *common, cwd=tmp_path)
@@ -467,3 +468,27 @@ def test_thread_and_process_renderers_give_the_same_documents(tmp_path, taught, 
     assert [d.source for d in docs[True]] == [str(scans / "book.pdf"), str(scans / "receipt.png")]
     assert docs[False] == docs[True]
     assert [(w.text, w.bbox) for w in docs[True][1].pages[0].words] == list(taught.page("receipt").words)  # not empty
+
+
+def test_cli_names_requested_pages_a_pdf_does_not_have_and_exits_1(tmp_path, tiny_model_dir):
+    """issue 16 item 14: --pages 1-5,9 on a 4-page PDF reads pages 1-4, names 5 and 9 on stderr and
+    in the run log, and exits 1 (the request was not fully met), with -o, on resume and to stdout."""
+    pdf = pymupdf.open()
+    for i in range(4):
+        pdf.new_page(width=100, height=80).insert_text((10, 30), f"p{i + 1}")
+    pdf.save(tmp_path / "four.pdf")
+    common = ["--model", str(tiny_model_dir), "--max-new-tokens", "8", "--min-long-side", "0", "--max-grid", "1", "--dpi", "30"]
+    note = "--pages 1-5,9: pages 5,9 not in the document (it has 4 pages)"
+    first = _cli("four.pdf", "--pages", "1-5,9", "-o", "out", *common, cwd=tmp_path)
+    assert first.returncode == 1 and "Traceback" not in first.stderr
+    (line,) = [line for line in first.stderr.splitlines() if "not in the document" in line]
+    assert line.startswith("[1/1] done four.pdf: ") and f"; {note} (4/4 pages" in line
+    assert len(Path(tmp_path / "out" / "four.txt").read_text(encoding="utf-8").split("\f")) == 4
+    (record,) = [r for r in _log(tmp_path / "out") if "status" in r]
+    assert (record["status"], record["pages"], record["pages_missing"], record["page_warnings"]) == ("done", 4, "5,9", [note])
+    again = _cli("four.pdf", "--pages", "1-5,9", "-o", "out", *common, cwd=tmp_path)  # resumed: skipped, said again
+    assert again.returncode == 1 and f"skipped four.pdf: {note}" in again.stderr
+    stdout = _cli("four.pdf", "--pages", "1-5,9", "--json", *common, cwd=tmp_path)
+    assert stdout.returncode == 1 and [line for line in stdout.stderr.splitlines() if line.startswith("varco-ocr:")] == [f"varco-ocr: four.pdf: {note}"]
+    assert [p["index"] for p in json.loads(stdout.stdout)["pages"]] == [0, 1, 2, 3]
+    assert _cli("four.pdf", "--pages", "2-", "-o", "out2", *common, cwd=tmp_path).returncode == 0  # "to the last": all there

@@ -88,6 +88,25 @@ def test_outputs_beside_inputs_never_replace_an_input(tmp_path, backend, overwri
         assert len(still_the_input) == 2
 
 
+@pytest.mark.parametrize("link", ["symlink", "hard link"])
+def test_an_output_path_that_links_to_an_input_gets_a_numbered_name(tmp_path, backend, link):
+    """README guarantee: a path that is one of the run's inputs through a symlink or a hard link is
+    never written, even with --overwrite; the document gets a numbered name."""
+    folder = tmp_path / "in"
+    _png(folder / "a.png")
+    book = _pdf(folder / "book.pdf", pages=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.pdf").symlink_to(book) if link == "symlink" else os.link(book, out / "a.pdf")
+    before = book.read_bytes()
+    summary = run([folder / "a.png", book], backend, _opts(out, ("pdf",), overwrite=True))
+    assert summary.exit_code == 0, [(o.source, o.error) for o in summary.outcomes]
+    assert book.read_bytes() == before and (out / "a.pdf").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir() if p.name != LOG_NAME) == ["a-2.pdf", "a.pdf", "book.pdf"]
+    with pymupdf.open(out / "a-2.pdf") as pdf:  # a.png's searchable PDF, under the numbered name
+        assert len(pdf) == 1
+
+
 def test_an_unrelated_existing_file_is_refused_naming_it_and_overwrite(tmp_path, backend):
     folder = tmp_path / "in"
     _png(folder / "report.png")
@@ -145,6 +164,28 @@ def test_output_folder_that_is_the_input_folder_reads_only_the_inputs(tmp_path, 
     assert first.count("done") == 2
     second = run([folder], backend, _opts(folder, ("json", "pdf", "overlay")))
     assert sorted((Path(o.source).name, o.status) for o in second.outcomes) == [("a.png", "skipped"), ("b.pdf", "skipped")]
+
+
+def test_files_named_explicitly_inside_the_output_folder_are_refused_the_others_read(tmp_path, backend, capsys):
+    folder = tmp_path / "in"
+    _pdf(folder / "a.pdf", pages=2)
+    out = folder / "out"
+    assert run([folder], backend, _opts(out, ("json", "overlay"))).count("done") == 1
+    overlay = out / "a.p0001.overlay.png"  # an output this run's log records
+    assert overlay.is_file()
+    below = _png(out / "sub" / "u.png")  # not an output, but below the output folder
+    beside = _png(out / "mine.png")  # directly in the output folder (as `scan.png -o .`): an input
+    b = _png(folder / "b.png")
+    summary = run([b, overlay, below, beside], backend, _opts(out, ("json", "overlay"), progress="plain"))
+    assert summary.exit_code == 1
+    status = {Path(o.source).name: o.status for o in summary.outcomes}
+    assert status == {"b.png": "done", "mine.png": "done", "a.p0001.overlay.png": "failed", "u.png": "failed"}
+    lines = [line for line in capsys.readouterr().err.splitlines() if "never an input" in line or "never inputs" in line]
+    assert lines == [
+        f"failed {overlay}: {overlay}: not read: it is an output varco-ocr wrote (the output folder's run log names it); outputs are never inputs",
+        f"failed {below}: {below}: not read: it lies inside the output folder {out}; the output folder, and anything under it, is never an input",
+    ]
+    assert not (out / "a.p0001.overlay.json").exists() and not (out / "u.json").exists()
 
 
 # -- item 4: resume trusts the source, not the name --------------------------------------------------
@@ -430,3 +471,45 @@ def test_an_undecodable_tiff_frame_keeps_its_size_in_every_output(tmp_path, back
     with pymupdf.open(out / "fax.pdf") as pdf:  # the unreadable page is kept, blank, at its size
         assert len(pdf) == 2
         assert [round(p.rect.width / p.rect.height, 2) for p in pdf] == [1.5, 1.4]
+
+
+# -- item 8 in the run: characters XML forbids are replaced in hOCR/ALTO, and the run says how many ------
+
+
+class ControlCharacterBackend:
+    """Answers every page with words; pages 90 px wide get words holding an escape and a NUL (what a
+    model can emit), other pages clean words."""
+
+    model_name = "m"
+
+    def ocr_batch(self, images, batch_size=4, indices=None):
+        from varco_ocr.document import Word
+        from varco_ocr.layout import build_page
+
+        pages = []
+        for i, im in zip(indices or [0] * len(images), images):
+            texts = ["a\x1bb", "ok\x00"] if im.size[0] == 90 else ["clean", "words"]
+            words = [Word(t, (5 + 40 * k, 5, 40 + 40 * k, 25)) for k, t in enumerate(texts)]
+            pages.append(build_page(words, index=i, width=im.size[0], height=im.size[1]))
+        return pages
+
+
+def test_replaced_xml_characters_are_noted_per_document_and_logged(tmp_path, capsys):
+    from lxml import etree
+
+    folder = tmp_path / "in"
+    _png(folder / "bad.png", width=90)
+    _png(folder / "good.png", width=120)
+    out = tmp_path / "out"
+    summary = run([folder], ControlCharacterBackend(), _opts(out, ("json", "hocr", "alto"), progress="plain"))
+    assert summary.exit_code == 0 and [o.status for o in summary.outcomes] == ["done", "done"]
+    note = f"{folder / 'bad.png'}: 2 characters that XML 1.0 forbids replaced by U+FFFD in hOCR/ALTO"
+    assert summary.notes == [note]
+    assert [line for line in capsys.readouterr().err.splitlines() if "XML" in line] == [note]
+    records = {Path(r["source"]).name: r for r in _log(out) if "status" in r}
+    assert records["bad.png"]["xml_replaced"] == 2 and "xml_replaced" not in records["good.png"]
+    for name in ("bad.hocr", "bad.alto.xml"):
+        etree.parse(str(out / name))  # well-formed
+        assert (out / name).read_text(encoding="utf-8").count("\ufffd") == 2
+    # JSON keeps what the model read: only the XML formats replace characters
+    assert [w.text for w in Document.load(out / "bad.json").pages[0].words] == ["a\x1bb", "ok\x00"]

@@ -102,6 +102,23 @@ def test_ocr_json_with_the_taught_model(taught, samples):
     assert text.returncode == 0 and text.stdout == "카페 마포점\n서울특별시 마포구 백범로 35\n"
 
 
+def test_an_image_gives_one_document_to_stdout_or_to_an_output_folder(tiny_model_dir, tmp_path):
+    """issue 16 item 13: the page's dpi is the file's recorded resolution (null without one), and the
+    metadata is the same, whether the document is printed (--json) or written (-o, json)."""
+    with_dpi, without = tmp_path / "scan144.png", tmp_path / "plain.png"
+    Image.new("RGB", (120, 80), "white").save(with_dpi, dpi=(144, 144))
+    Image.new("RGB", (100, 90), "white").save(without)
+    printed = run(with_dpi, without, "--json", "--model", tiny_model_dir, *FAST)
+    assert printed.returncode == 0, printed.stderr
+    docs = [json.loads(line) for line in printed.stdout.splitlines() if line.strip()]
+    written = run(with_dpi, without, "-o", tmp_path / "out", "--format", "json", "--model", tiny_model_dir, *FAST)
+    assert written.returncode == 0, written.stderr
+    files = [json.loads((tmp_path / "out" / f"{p.stem}.json").read_text(encoding="utf-8")) for p in (with_dpi, without)]
+    assert docs == files
+    assert [round(d["pages"][0]["dpi"] or 0) for d in docs] == [144, 0]
+    assert [d["metadata"] for d in docs] == [{"source_path": str(p.resolve())} for p in (with_dpi, without)]
+
+
 @pytest.mark.slow
 def test_several_inputs_to_output_folder_and_bad_file_exit_code(taught, samples, tmp_path):
     bad = tmp_path / "broken.jpg"

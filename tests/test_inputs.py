@@ -230,3 +230,13 @@ def test_unsupported_and_broken_files_raise_or_report(tmp_path):
     with open_document(tmp_path / "bad.png") as d:
         (p,) = list(d.iter_pages())
     assert p.image is None and "bad.png" in p.error
+
+
+def test_pages_beyond_the_document_are_named_merged():
+    assert str(parse_page_ranges("1-5,9").beyond(4)) == "5,9"
+    assert str(parse_page_ranges("3-7,6-10,11,13").beyond(4)) == "5-11,13"
+    assert str(parse_page_ranges("1-3,6-").beyond(4)) == "6-"  # an open range past the end
+    assert str(parse_page_ranges("9,6-").beyond(4)) == "6-"
+    assert parse_page_ranges("2-").beyond(4) is None  # "to the last" asks for nothing missing
+    assert parse_page_ranges("1-4,2").beyond(4) is None
+    assert str(parse_page_ranges("1,3").beyond(1)) == "3"  # an image has one page

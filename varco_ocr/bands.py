@@ -111,18 +111,24 @@ def merge_band_words(bands: Sequence[Band], words_per_band: Sequence[Sequence[Wo
     return kept
 
 
+# What a band reader returns for each band: its words in band pixels, whether that answer was cut
+# short, and how many boxes the parser dropped as lying wholly outside the band (engine.read_words).
+BandReading = tuple[list[Word], bool, int]
+
+
 def reread_in_bands(
     image: Image.Image,
     page: Page,
-    ocr_images: Callable[[list[Image.Image]], list[tuple[list[Word], bool]]],
+    ocr_images: Callable[[list[Image.Image]], list[BandReading]],
     *,
     max_bands: int = DEFAULT_MAX_BANDS,
     overlap: int | None = None,
 ) -> Page:
     """Read a truncated ``page`` of ``image`` (the original page) again as bands.
 
-    ``ocr_images`` OCRs band images and returns, per band, its words in band pixels and whether
-    that answer was itself cut short. The page stays ``truncated`` if any band's answer was.
+    ``ocr_images`` OCRs band images and returns, per band, a :data:`BandReading`. The page stays
+    ``truncated`` if any band's answer was; its ``dropped_boxes`` is the sum over the bands (the
+    first reading is replaced, so its own count is too).
     """
     width, height = image.size
     read_bottom = max((w.bbox[3] for w in page.words), default=0)
@@ -130,4 +136,5 @@ def reread_in_bands(
     results = ocr_images([image.crop((0, b.top, width, b.bottom)) for b in bands])
     words = merge_band_words(bands, [r[0] for r in results], height)
     return build_page(words, index=page.index, width=page.width, height=page.height,
-                      truncated=any(r[1] for r in results), raw=page.raw, dpi=page.dpi)
+                      truncated=any(r[1] for r in results), raw=page.raw, dpi=page.dpi,
+                      dropped_boxes=sum(r[2] for r in results))

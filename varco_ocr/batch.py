@@ -40,6 +40,7 @@ from PIL import Image
 from varco_ocr.document import Document, Page
 from varco_ocr.errors import InputError, VarcoOCRError
 from varco_ocr.exporters import expected_outputs, planned_outputs, write_exports
+from varco_ocr.exporters.common import xml_safe, xml_unsafe_count
 from varco_ocr.inputs import (
     DEFAULT_DPI,
     PDF_SUFFIXES,
@@ -48,6 +49,7 @@ from varco_ocr.inputs import (
     PageRanges,
     attach_pdf_points,
     collect_inputs,
+    missing_pages_note,
     open_document,
     selected_pages,
 )
@@ -126,6 +128,10 @@ class DocumentOutcome:
     page_warnings: list[str] = field(default_factory=list)  # damaged pages that were still read
     seconds: float = 0.0
     pages_from_pdf: int = 0  # of ``pages``, those whose words are the PDF's own text (--skip-text)
+    # characters XML 1.0 forbids, replaced by U+FFFD in the hOCR / ALTO written (exporters.common.xml_safe)
+    xml_replaced: int = 0
+    # --pages asked for pages the document does not have (e.g. "5,9"): the request was not fully met
+    pages_missing: str | None = None
 
 
 @dataclass
@@ -147,7 +153,7 @@ class BatchSummary:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if any(o.status in ("failed", "partial") for o in self.outcomes) else 0
+        return 1 if any(o.status in ("failed", "partial") or o.pages_missing for o in self.outcomes) else 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,6 +404,8 @@ def plan_outputs(files: Sequence[InputFile], page_indices: Sequence[list[int]], 
 class _DocOpened:
     doc_no: int
     page_indices: list[int]
+    missing_note: str | None = None  # the --pages the document does not have, as a note
+    missing_pages: str | None = None  # the same pages, as ranges ("5,9")
 
 
 @dataclass
@@ -529,7 +537,9 @@ def _produce_pages(files: Sequence[InputFile], options: BatchOptions, out: Any, 
             doc.raw_pixels = in_child  # pixmaps go to shared memory without a trip through Pillow
             doc.text_mode = options.text_mode
             with doc:
-                if not put(_DocOpened(doc_no, list(doc.page_indices))):
+                missing = options.pages.beyond(doc.page_count) if options.pages is not None else None
+                note = missing_pages_note(options.pages, missing, doc.page_count) if options.pages and missing else None
+                if not put(_DocOpened(doc_no, list(doc.page_indices), note, None if missing is None else str(missing))):
                     return
                 try:
                     for page in doc.iter_pages():
@@ -711,6 +721,7 @@ class _DocState:
     pages: dict[int, Page] = field(default_factory=dict)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    missing_pages: str | None = None  # see _DocOpened
 
     def complete(self) -> bool:
         if self.error is not None:
@@ -771,6 +782,8 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
     summary.notes.extend(f"skipped {s.path}: {s.reason}" for s in listing.skipped)
     for missing in listing.missing:
         summary.outcomes.append(DocumentOutcome(str(missing), "failed", error=f"{missing}: no such file or folder"))
+    for output in listing.refused:
+        summary.outcomes.append(DocumentOutcome(str(output.path), "failed", error=f"{output.path}: not read: {output.reason}"))
 
     todo: list[InputFile] = []
     fingerprints: list[str | None] = []
@@ -781,7 +794,10 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
         fp = options_fingerprint(f.path, options) if out_dir is not None else None
         if (out_dir is not None and not options.overwrite
                 and is_complete(index.last.get(key), fp or "", options.formats, out_dir, index.writers)):
-            summary.outcomes.append(DocumentOutcome(str(f.path), "skipped", pages=0))
+            # a done document whose --pages asked for pages it lacks: said again, and exit 1 again
+            missing = index.last[key].get("pages_missing")
+            warnings = [w for w in index.last[key].get("page_warnings") or [] if missing and w.startswith("--pages ")]
+            summary.outcomes.append(DocumentOutcome(str(f.path), "skipped", pages=0, pages_missing=missing, page_warnings=warnings))
             skipped_keys.add(key)
             continue
         todo.append(f)
@@ -820,6 +836,8 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
     for o in summary.outcomes:
         if o.status == "failed":
             progress.note(f"failed {o.source}: {o.error}")
+        for warning in o.page_warnings if o.status == "skipped" else ():
+            progress.note(f"skipped {o.source}: {warning}")
 
     if log is not None:
         log.append({"event": "run", "formats": list(options.formats), "documents": len(todo), "skipped": summary.count("skipped")})
@@ -846,6 +864,10 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
                 finished.add(doc_no)
                 outcome = _finish_document(st, options, out_dir, log, summary, index, guard)
                 summary.outcomes.append(outcome)
+                if outcome.xml_replaced:
+                    note = xml_replaced_note(outcome)
+                    summary.notes.append(note)
+                    progress.note(note)
                 progress.document(outcome)
 
     def run_batch() -> None:
@@ -876,7 +898,11 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
                 finish_ready()
                 break
             if isinstance(msg, _DocOpened):
-                state(msg.doc_no).page_indices = msg.page_indices
+                st = state(msg.doc_no)
+                st.page_indices = msg.page_indices
+                if msg.missing_note:  # reported with the document, like a damaged page
+                    st.warnings.append(msg.missing_note)
+                    st.missing_pages = msg.missing_pages
             elif isinstance(msg, _DocFailed):
                 state(msg.doc_no).error = msg.error
             elif isinstance(msg, _DocEnd):
@@ -915,6 +941,34 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
     return summary
 
 
+XML_FORMATS = ("hocr", "alto")
+
+
+def document_metadata(path: Path, options: BatchOptions) -> dict[str, Any]:
+    """A document's ``metadata``, the same whichever way it is written (an output folder, or stdout
+    where the CLI reads single images without the runner): one document for one input."""
+    return {
+        k: v
+        for k, v in {
+            # the absolute path lets `varco-ocr export` find the source from any folder later
+            "source_path": str(path.resolve()),
+            "dpi": options.dpi if path.suffix.lower() in PDF_SUFFIXES else None,
+            "pages": None if options.pages is None else str(options.pages),
+            # the searchable-PDF export strips old invisible layers in these modes
+            "text_mode": options.text_mode if options.text_mode != "force" else None,
+        }.items()
+        if v is not None
+    }
+
+
+def xml_replaced_note(outcome: DocumentOutcome) -> str:
+    """The run's note for a document whose hOCR / ALTO had characters replaced (the name made safe
+    to print too: it may hold the very control characters counted)."""
+    n = outcome.xml_replaced
+    return (f"{xml_safe(outcome.source)[0]}: {n} character{'s' if n != 1 else ''} that XML 1.0 forbids "
+            f"replaced by U+FFFD in hOCR/ALTO")
+
+
 def _finish_document(
     st: _DocState, options: BatchOptions, out_dir: Path | None, log: RunLog | None, summary: BatchSummary,
     index: LogIndex | None = None, guard: _InputGuard | None = None,
@@ -928,27 +982,12 @@ def _finish_document(
             log.append({"source": source, "source_path": key, "status": "failed", "error": st.error, "fingerprint": st.fingerprint})
         return outcome
     pages = tuple(st.pages[i] for i in sorted(st.pages))
-    document = Document(
-        source=source,
-        pages=pages,
-        model=options.model,
-        metadata={
-            k: v
-            for k, v in {
-                # the absolute path lets `varco-ocr export` find the source from any folder later
-                "source_path": str(st.file.path.resolve()),
-                "dpi": options.dpi if st.file.path.suffix.lower() in PDF_SUFFIXES else None,
-                "pages": None if options.pages is None else str(options.pages),
-                # the searchable-PDF export strips old invisible layers in these modes
-                "text_mode": options.text_mode if options.text_mode != "force" else None,
-            }.items()
-            if v is not None
-        },
-    )
+    document = Document(source=source, pages=pages, model=options.model, metadata=document_metadata(st.file.path, options))
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
     outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,
-                              page_warnings=list(st.warnings), seconds=seconds, pages_from_pdf=count_by_source(pages)[1])
+                              page_warnings=list(st.warnings), seconds=seconds, pages_from_pdf=count_by_source(pages)[1],
+                              pages_missing=st.missing_pages)
     if out_dir is None:
         summary.documents.append(document)
         return outcome
@@ -974,6 +1013,8 @@ def _finish_document(
             written = write_exports(document, out_dir, (fmt,), stem=st.file.output_stem, **opts)
             by_format[fmt] = [p.relative_to(out_dir).as_posix() for p in written]
         outcome.outputs = [p for paths in by_format.values() for p in paths]
+        if any(fmt in by_format for fmt in XML_FORMATS):
+            outcome.xml_replaced = xml_unsafe_count(document)
         missing = {p.relative_to(out_dir).as_posix() for p in expected} - set(outcome.outputs)
         if missing and status != "failed":
             raise RuntimeError(f"outputs not written: {', '.join(sorted(missing))}")
@@ -993,6 +1034,8 @@ def _finish_document(
                 "page_warnings": outcome.page_warnings,
                 "pages_model": outcome.pages - outcome.pages_from_pdf,
                 "pages_pdf_text": outcome.pages_from_pdf,
+                **({"pages_missing": outcome.pages_missing} if outcome.pages_missing else {}),
+                **({"xml_replaced": outcome.xml_replaced} if outcome.xml_replaced else {}),
                 "error": outcome.error,
                 # what was written, even when the document failed half-way: those files are ours
                 "outputs_by_format": by_format,

@@ -146,9 +146,16 @@ def ocr_command(
     if images:
         engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
         engine.split_truncated = split_truncated
+        from varco_ocr.batch import BatchOptions, document_metadata
+        from varco_ocr.inputs import image_dpi
+
+        # The page's dpi and the metadata as the batch runner gives them with -o (issue 16 item 13).
         with _terminal_progress(len(images)) as (on_tokens, on_pages):
-            pages = engine.ocr_batch(images, batch_size=batch_size, on_tokens=on_tokens, on_pages=on_pages)
-        docs = [Document(source=str(src), pages=(page,), model=engine.model_name) for src, page in zip(sources, pages)]
+            pages = engine.ocr_batch(images, batch_size=batch_size, dpis=[image_dpi(im) for im in images],
+                                     on_tokens=on_tokens, on_pages=on_pages)
+        meta = BatchOptions(text_mode=text_mode)
+        docs = [Document(source=str(src), pages=(page,), model=engine.model_name, metadata=document_metadata(src, meta))
+                for src, page in zip(sources, pages)]
         _emit(docs, as_json)
     if failed:
         raise typer.Exit(EXIT_FAILED_INPUT)

@@ -152,12 +152,6 @@ def read_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bo
     return words, answer.truncated or gen.hit_token_limit or gen.looped, answer.dropped_boxes
 
 
-def page_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool]:
-    """``read_words`` without the count of dropped boxes (what band re-reading needs)."""
-    words, truncated, _ = read_words(gen, width, height)
-    return words, truncated
-
-
 def page_from_generation(
     gen: Generation, *, width: int, height: int, index: int = 0, dpi: float | None = None, keep_raw: bool = False
 ) -> Page:
@@ -345,14 +339,14 @@ class OCREngine:
         return [p for p in pages if p is not None]
 
     def _read_bands(self, images: Sequence[Image.Image], batch_size: int,
-                    on_tokens: Callable[[int], None] | None = None) -> list[tuple[list[Word], bool]]:
-        """Words (in band pixels) and cut-short flag of each band image, for varco_ocr.bands."""
-        out: list[tuple[list[Word], bool]] = []
+                    on_tokens: Callable[[int], None] | None = None) -> list[tuple[list[Word], bool, int]]:
+        """Words (in band pixels), cut-short flag and dropped boxes of each band image, for varco_ocr.bands."""
+        out: list[tuple[list[Word], bool, int]] = []
         for start in range(0, len(images), max(1, batch_size)):
             chunk = images[start : start + max(1, batch_size)]
             gens = self.generate([prepare_for_model(im, self.min_long_side) for im in chunk], model_spec.OCR_PROMPT,
                                  on_tokens=on_tokens)
-            out.extend(page_words(gen, *im.size) for gen, im in zip(gens, chunk))
+            out.extend(read_words(gen, *im.size) for gen, im in zip(gens, chunk))
         return out
 
     def ground(self, image: ImageSource, phrase: str) -> tuple[list[GroundedBox], GroundingAnswer]:
@@ -361,7 +355,7 @@ class OCREngine:
         gen = self.generate([prepare_for_model(original, self.min_long_side)], f"{model_spec.GROUNDING_PROMPT}\n{phrase}")[0]
         answer = parse_grounding_answer(gen.text)
         # Cut short also when the answer stopped at the token limit or the loop guard between two complete
-        # entries, where the text alone looks whole (as page_words does for OCR).
+        # entries, where the text alone looks whole (as read_words does for OCR).
         answer = dataclasses.replace(answer, truncated=answer.truncated or gen.hit_token_limit or gen.looped)
         w, h = original.size
         boxes = [GroundedBox(phrase=p.text, bbox=to_pixels(b, w, h), box=b) for p in answer.phrases for b in p.boxes]

@@ -49,8 +49,31 @@ class PageRanges:
             chosen.update(range(first - 1, end))
         return sorted(chosen)
 
+    def beyond(self, page_count: int) -> "PageRanges | None":
+        """The requested pages a document of ``page_count`` pages does not have (``indices`` leaves
+        them out), merged and in ascending order, or None when every requested page exists. An
+        open range (``3-``) asks only for pages that exist, unless it starts past the last."""
+        past: list[tuple[int, int | None]] = []
+        for first, last in sorted(self.ranges, key=lambda r: r[0]):
+            if last is not None and last <= page_count or last is None and first <= page_count:
+                continue
+            first = max(first, page_count + 1)
+            if past and (past[-1][1] is None or first <= past[-1][1] + 1):  # overlaps or touches the previous
+                end = past[-1][1]
+                past[-1] = (past[-1][0], None if end is None or last is None else max(end, last))
+            else:
+                past.append((first, last))
+        return PageRanges(tuple(past)) if past else None
+
     def __str__(self) -> str:
         return ",".join(f"{a}" if a == b else f"{a}-{'' if b is None else b}" for a, b in self.ranges)
+
+
+def missing_pages_note(requested: PageRanges, missing: PageRanges, page_count: int) -> str:
+    """One line naming the requested pages a document does not have."""
+    many = len(missing.ranges) > 1 or missing.ranges[0][0] != missing.ranges[0][1]
+    return (f"--pages {requested}: page{'s' if many else ''} {missing} not in the document "
+            f"(it has {page_count} page{'s' if page_count != 1 else ''})")
 
 
 _RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?$")
@@ -95,6 +118,9 @@ class InputListing:
     files: tuple[InputFile, ...]
     skipped: tuple[SkippedFile, ...] = ()  # unsupported files met in folders: a note, not an error
     missing: tuple[Path, ...] = ()  # paths given that do not exist: an error for each
+    # files named explicitly that are outputs (under the output folder, or recorded as written by
+    # varco-ocr): an error for each, never read
+    refused: tuple[SkippedFile, ...] = ()
 
 
 def is_supported(path: Path) -> bool:
@@ -115,11 +141,15 @@ def collect_inputs(
     What a run writes is never read back as its input: inside a given folder, ``exclude_dir`` (the
     output folder) and everything under it is left out, and so are ``exclude_files`` (resolved paths:
     the files the run log says varco-ocr wrote, which matters when the output folder *is* the input
-    folder).
+    folder). A file named explicitly is refused (listed in ``refused``) when it is one of
+    ``exclude_files`` or lies below ``exclude_dir``; only when it sits directly in the output folder
+    (``varco-ocr scan.png -o .``: the inputs' own folder is the output folder, as for a folder given
+    as its own output folder) is it read, unless recorded as an output.
     """
     files: list[InputFile] = []
     skipped: list[SkippedFile] = []
     missing: list[Path] = []
+    refused: list[SkippedFile] = []
     excluded_dir = exclude_dir.resolve() if exclude_dir is not None else None
     excluded_files = frozenset(exclude_files)
     for given in paths:
@@ -146,10 +176,24 @@ def collect_inputs(
                     continue
                 files.append(InputFile(p, rel.with_suffix("")))
         elif given.exists():
+            reason = _output_not_input(given, excluded_dir, excluded_files)
+            if reason is not None:
+                refused.append(SkippedFile(given, reason))
+                continue
             files.append(InputFile(given, Path(given.stem)))
         else:
             missing.append(given)
-    return InputListing(_disambiguate(files), tuple(skipped), tuple(missing))
+    return InputListing(_disambiguate(files), tuple(skipped), tuple(missing), tuple(refused))
+
+
+def _output_not_input(path: Path, out_dir: Path | None, outputs: Collection[Path]) -> str | None:
+    """Why a file named explicitly is an output, never an input (see ``collect_inputs``), or None."""
+    resolved = path.resolve()
+    if resolved in outputs:
+        return "it is an output varco-ocr wrote (the output folder's run log names it); outputs are never inputs"
+    if out_dir is not None and resolved.parent != out_dir and resolved.is_relative_to(out_dir):
+        return f"it lies inside the output folder {out_dir}; the output folder, and anything under it, is never an input"
+    return None
 
 
 def _disambiguate(files: list[InputFile]) -> tuple[InputFile, ...]:
@@ -317,7 +361,7 @@ class InputDocument:
             image = load_image(self.path, max_pixels=self.max_pixels)
         except InputError as e:
             return PageImage(0, None, error=str(e), size=_header_size(self.path))
-        return PageImage(0, image, dpi=_image_dpi(image))
+        return PageImage(0, image, dpi=image_dpi(image))
 
     def _iter_tiff_pages(self) -> Iterator[PageImage]:
         from varco_ocr.preprocessing import load_image
@@ -331,7 +375,7 @@ class InputDocument:
                     tiff.seek(i)
                     size = _frame_size(tiff)
                     tiff.load()
-                    dpi = _image_dpi(tiff)
+                    dpi = image_dpi(tiff)
                     # copy(): the frame must outlive the open file, and conversion may return it as is
                     image = load_image(tiff.copy(), max_pixels=self.max_pixels, name=f"page {i + 1}")
                 except (OSError, ValueError, EOFError, InputError) as e:
@@ -414,7 +458,7 @@ def _reason(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _image_dpi(image: Image.Image) -> float | None:
+def image_dpi(image: Image.Image) -> float | None:
     """Scan resolution recorded in the file, if any and plausible (many files carry 1 or 72 by default)."""
     dpi = image.info.get("dpi")
     try:

@@ -696,7 +696,7 @@ class ServerBackend:
         return Generation(text=answer.text, hit_token_limit=answer.hit_token_limit, looped=False, confidences=answer.confidences)
 
     def _ocr_one(self, image: ImageSource, index: int, dpi: float | None) -> Page:
-        from varco_ocr.engine import page_from_generation, page_words
+        from varco_ocr.engine import page_from_generation, read_words
 
         original = load_image(image, max_pixels=self.max_pixels)
         w, h = original.size
@@ -717,9 +717,9 @@ class ServerBackend:
         if self.split_truncated and page.truncated:
             from varco_ocr.bands import reread_in_bands
 
-            def read_bands(images: list[Image.Image]) -> list[tuple[list[Word], bool]]:
+            def read_bands(images: list[Image.Image]) -> list[tuple[list[Word], bool, int]]:
                 gens = list(self._pool_map(lambda im: self.generate(prepare_for_model(im, self.min_long_side)), images))
-                return [page_words(g, *im.size) for g, im in zip(gens, images)]
+                return [read_words(g, *im.size) for g, im in zip(gens, images)]
 
             try:
                 page = reread_in_bands(original, page, read_bands)
