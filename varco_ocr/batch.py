@@ -30,10 +30,11 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from PIL import Image
 
@@ -862,13 +863,16 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             if st.complete():
                 del states[doc_no]
                 finished.add(doc_no)
-                outcome = _finish_document(st, options, out_dir, log, summary, index, guard)
-                summary.outcomes.append(outcome)
-                if outcome.xml_replaced:
-                    note = xml_replaced_note(outcome)
-                    summary.notes.append(note)
-                    progress.note(note)
-                progress.document(outcome)
+                outcome, record = _finish_document(st, options, out_dir, log, summary, index, guard)
+                with _interrupts_deferred():  # the log, the summary and the progress lines agree
+                    if log is not None:
+                        log.append(record)
+                    summary.outcomes.append(outcome)
+                    if outcome.xml_replaced:
+                        note = xml_replaced_note(outcome)
+                        summary.notes.append(note)
+                        progress.note(note)
+                    progress.document(outcome)
 
     def run_batch() -> None:
         nonlocal pending
@@ -969,18 +973,33 @@ def xml_replaced_note(outcome: DocumentOutcome) -> str:
             f"replaced by U+FFFD in hOCR/ALTO")
 
 
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back for a few statements: a document's run-log record, its place in the
+    summary and its progress line are written together, so an interrupt cannot leave the log saying
+    "done" while the summary says nothing (it is delivered as KeyboardInterrupt right after)."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _finish_document(
     st: _DocState, options: BatchOptions, out_dir: Path | None, log: RunLog | None, summary: BatchSummary,
     index: LogIndex | None = None, guard: _InputGuard | None = None,
-) -> DocumentOutcome:
+) -> tuple[DocumentOutcome, dict[str, Any]]:
+    """Write a finished document's outputs; return its outcome and its run-log record, which the
+    caller appends together with the outcome (see ``_interrupts_deferred``)."""
     source = str(st.file.path)
     seconds = time.monotonic() - st.started
     key = st.plan.key if st.plan is not None else source_key(st.file.path)
     if st.error is not None:
         outcome = DocumentOutcome(source, "failed", error=st.error, seconds=seconds)
-        if log is not None:
-            log.append({"source": source, "source_path": key, "status": "failed", "error": st.error, "fingerprint": st.fingerprint})
-        return outcome
+        return outcome, {"source": source, "source_path": key, "status": "failed", "error": st.error, "fingerprint": st.fingerprint}
     pages = tuple(st.pages[i] for i in sorted(st.pages))
     document = Document(source=source, pages=pages, model=options.model, metadata=document_metadata(st.file.path, options))
     page_errors = [p.error for p in pages if p.error]
@@ -1022,9 +1041,7 @@ def _finish_document(
         raise
     except Exception as e:  # noqa: BLE001 - an export failure fails this document, not the batch
         outcome.status, outcome.error = "failed", f"{source}: export failed ({e})"
-    if log is not None:
-        log.append(
-            {
+    return outcome, {
                 "source": source,
                 "source_path": key,
                 "status": outcome.status,
@@ -1040,6 +1057,4 @@ def _finish_document(
                 # what was written, even when the document failed half-way: those files are ours
                 "outputs_by_format": by_format,
                 "seconds": round(seconds, 3),
-            }
-        )
-    return outcome
+    }
