@@ -206,7 +206,8 @@ class OCREngine:
         """One greedy generation per (already prepared) image, batched with left padding."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        from varco_ocr.generation import ChosenTokenProbability, LoopGuard, word_confidences
+        from varco_ocr.confidence import word_confidences
+        from varco_ocr.generation import ChosenTokenProbability, LoopGuard
 
         torch = self._torch
         max_new = max_new_tokens or self.max_new_tokens

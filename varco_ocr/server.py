@@ -58,6 +58,7 @@ from typing import Any, Callable, Iterator, Sequence
 from PIL import Image
 
 from varco_ocr import model_spec
+from varco_ocr.confidence import word_confidences
 from varco_ocr.document import Page, Word
 from varco_ocr.errors import VarcoOCRError
 from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LONG_SIDE, ImageSource, load_image, prepare_for_model
@@ -297,11 +298,7 @@ def confidences_from_logprobs(tokens: Sequence[str], logprobs: Sequence[float | 
     """Per ``<char>`` entry, the minimum probability of its text tokens, as the local engine computes
     it; here the tokens are the strings a server returns with its log-probabilities (``<char>`` and
     ``</char>`` are single tokens in VARCO's tokenizer, so they appear as such)."""
-    from math import exp
-
-    from varco_ocr.generation import word_confidences
-
-    probs = [0.0 if lp is None else exp(lp) for lp in logprobs]
+    probs = [0.0 if lp is None else math.exp(lp) for lp in logprobs]
     return word_confidences(list(tokens), probs, "<char>", "</char>")
 
 
