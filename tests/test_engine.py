@@ -1,11 +1,13 @@
 """The local engine on the tiny random-weight model: the real transformers path, end to end."""
 
+import threading
+
 import pytest
 import torch
 from PIL import Image
 
 from varco_ocr import OCREngine, model_spec
-from varco_ocr.engine import Generation
+from varco_ocr.engine import Generation, PageBatch
 from varco_ocr.errors import ModelLoadError
 
 pytestmark = pytest.mark.slow
@@ -83,3 +85,61 @@ def test_keep_raw_and_page_assembly_from_a_known_answer(engine):
 def test_not_a_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="--model PATH"):
         OCREngine(str(tmp_path / "nowhere"))
+
+
+def _pages(samples):
+    return [
+        Image.open(samples / "receipt.png"),
+        Image.new("RGB", (200, 90), (240, 240, 240)),
+        Image.open(samples / "dense-page.png"),
+        Image.new("RGB", (90, 300), (250, 250, 250)),
+        Image.open(samples / "receipt.png").rotate(90, expand=True),
+    ]
+
+
+def test_prefetch_on_and_off_give_the_same_pages(tiny_model_dir, samples):
+    """The next batch is prepared in a thread with a copy of the processor: the raw answers, words,
+    boxes and confidences are those of the engine preparing every batch itself."""
+    images = _pages(samples)
+    results = {}
+    for prefetch in (True, False):
+        eng = OCREngine(str(tiny_model_dir), max_new_tokens=24, min_long_side=384, max_grid=2, keep_raw=True, prefetch=prefetch)
+        results[prefetch] = eng.ocr_batch(images, batch_size=2, indices=list(range(5)))
+    assert results[True] == results[False]
+    assert [p.raw for p in results[True]] == [p.raw for p in results[False]] and all(p.raw for p in results[True])
+
+
+def test_the_next_batch_is_prepared_while_this_one_generates(engine, samples, monkeypatch):
+    """While the first batch generates, the second one's processor call has started (in the
+    prefetch thread): generation waits for it, which would time out if preparation came after."""
+    second_prepared = threading.Event()
+    prepared_in = []
+    model_inputs, generate_inputs = engine.model_inputs, engine.generate_inputs
+
+    def recording_inputs(*args, **kwargs):
+        out = model_inputs(*args, **kwargs)
+        prepared_in.append(threading.current_thread().name)
+        if len(prepared_in) == 2:
+            second_prepared.set()
+        return out
+
+    calls = []
+
+    def waiting_generate(inputs, *args, **kwargs):
+        calls.append(second_prepared.wait(60) if not calls else True)
+        return generate_inputs(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "model_inputs", recording_inputs)
+    monkeypatch.setattr(engine, "generate_inputs", waiting_generate)
+    pages = engine.ocr_batch(_pages(samples)[:4], batch_size=2)
+    assert len(pages) == 4 and calls == [True, True]
+    assert set(prepared_in) == {"varco-ocr-prefetch"}
+
+
+def test_ocr_batches_equals_ocr_batch_per_batch(engine, samples):
+    images = _pages(samples)
+    batches = [PageBatch(images[:2], indices=[4, 5], tag="a"), PageBatch(images[2:], dpis=[300.0, None, 72.0], tag="b")]
+    out = list(engine.ocr_batches(iter(batches)))
+    assert [b.tag for b, _ in out] == ["a", "b"]
+    assert out[0][1] == engine.ocr_batch(images[:2], batch_size=2, indices=[4, 5])
+    assert out[1][1] == engine.ocr_batch(images[2:], batch_size=3, dpis=[300.0, None, 72.0])
