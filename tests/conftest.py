@@ -38,3 +38,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from varco_ocr.testing.tiny_model import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def documents_are_schema_valid(tmp_path):
+    """Use in a module (``pytestmark``): after each test, every JSON written under its ``tmp_path``
+    must be a schema-valid document (tests/schema_check.py)."""
+    from schema_check import assert_valid_json_outputs
+
+    yield
+    assert_valid_json_outputs(tmp_path)

@@ -24,7 +24,8 @@ from varco_ocr.batch import LOG_NAME, BatchOptions, OutputFolderError, run
 from varco_ocr.document import Document
 from varco_ocr.inputs import parse_page_ranges
 
-pytestmark = pytest.mark.slow
+# every JSON a test here writes under its tmp_path is validated against the shipped schema afterwards
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("documents_are_schema_valid")]
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VARCO_SHARED", REPO.parent / "shared"))
 ENGINE_ARGS = dict(max_new_tokens=8, min_long_side=0, max_grid=1)  # small and fast: this tests plumbing

@@ -9,16 +9,34 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from schema_check import assert_valid_document
+
 REPO = Path(__file__).resolve().parents[1]
+# every JSON a test here writes under its tmp_path is validated against the shipped schema afterwards
+pytestmark = pytest.mark.usefixtures("documents_are_schema_valid")
 ANSWER = "<char>백범로</char><bbox>0.172, 0.266, 0.328, 0.341</bbox>\n<char>Apt</char><bbox>0.28, 0.601, 0.327, 0.651</bbox>"
 FAST = ["--min-long-side", "384", "--max-grid", "2", "--max-new-tokens", "16"]
 
 
 def run(*args, stdin=None, env=None):
-    return subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "varco_ocr", *map(str, args)],
         capture_output=True, text=True, input=stdin, cwd=REPO, env={**os.environ, **(env or {})}, timeout=600,
     )
+    if "--json" in map(str, args) and proc.returncode == 0:
+        _validate_documents_on_stdout(proc.stdout)
+    return proc
+
+
+def _validate_documents_on_stdout(stdout: str) -> None:
+    """Documents printed with --json (one indented, or one per line) must be schema-valid too."""
+    try:
+        printed = [json.loads(stdout)]
+    except json.JSONDecodeError:
+        printed = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    for data in printed:
+        if isinstance(data, dict) and "pages" in data:  # `parse --grounding --json` prints boxes, not a document
+            assert_valid_document(data, "stdout")
 
 
 def assert_one_line_error(proc, code):

@@ -82,3 +82,133 @@ def test_sample_receipt_ground_truth_reads_in_drawn_order(samples):
     words = [Word(w["text"], tuple(w["bbox"])) for w in meta["words"]]
     page = build_page(shuffled(words, 3), index=0, width=meta["width"], height=meta["height"])
     assert [w.text for w in page.words] == [w.text for w in words]
+
+
+# -- the indexed line clustering gives what comparing with every line gave ---------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from varco_ocr import layout  # noqa: E402
+from varco_ocr.document import Block, Line  # noqa: E402
+
+
+def _reference_order_words(words):
+    """Layout as it was before the line index: each word compared with every line so far, and each
+    column candidate clustered in full. Kept only here, as the oracle for the randomized test."""
+    import statistics
+
+    def height(w):
+        return max(1, w.bbox[3] - w.bbox[1])
+
+    def overlap(a, b):
+        return (min(a.bbox[3], b.bbox[3]) - max(a.bbox[1], b.bbox[1])) / min(height(a), height(b))
+
+    def group(ws):
+        lines = []
+        for w in sorted(ws, key=lambda w: (w.bbox[0], w.bbox[1])):
+            best, best_overlap = None, layout.LINE_OVERLAP
+            for line in lines:
+                o = overlap(line[-1], w)
+                if o >= best_overlap:
+                    best, best_overlap = line, o
+            if best is None:
+                lines.append([w])
+            else:
+                best.append(w)
+        lines.sort(key=lambda line: (statistics.fmean((w.bbox[1] + w.bbox[3]) / 2 for w in line), line[0].bbox[0]))
+        return [Line(tuple(line)) for line in lines]
+
+    def bands(ws, min_gap):
+        gaps = [g for g in layout._gaps([(w.bbox[1], w.bbox[3]) for w in ws]) if g[1] - g[0] >= min_gap]
+        if not gaps:
+            return [ws]
+        cuts = [(a + b) / 2 for a, b in gaps]
+        out = [[] for _ in range(len(cuts) + 1)]
+        for w in ws:
+            out[sum((w.bbox[1] + w.bbox[3]) / 2 > c for c in cuts)].append(w)
+        return [b for b in out if b]
+
+    def columns(ws, min_gutter):
+        x0, x1 = min(w.bbox[0] for w in ws), max(w.bbox[2] for w in ws)
+        band_width = max(1, x1 - x0)
+        gutters = sorted((g for g in layout._gaps([(w.bbox[0], w.bbox[2]) for w in ws]) if g[1] - g[0] >= min_gutter),
+                         key=lambda g: g[0] - g[1])
+        for a, b in gutters:
+            cut = (a + b) / 2
+            left = [w for w in ws if (w.bbox[0] + w.bbox[2]) / 2 < cut]
+            right = [w for w in ws if (w.bbox[0] + w.bbox[2]) / 2 >= cut]
+            if not left or not right:
+                continue
+            if (max(w.bbox[2] for w in left) - x0 >= layout.COLUMN_MIN_WIDTH * band_width
+                    and x1 - min(w.bbox[0] for w in right) >= layout.COLUMN_MIN_WIDTH * band_width
+                    and len(group(left)) >= layout.COLUMN_MIN_LINES and len(group(right)) >= layout.COLUMN_MIN_LINES):
+                return [left, right]
+        return [ws]
+
+    def xy_cut(ws, unit):
+        blocks = []
+        for band in bands(ws, layout.BLOCK_GAP * unit):
+            cols = columns(band, layout.COLUMN_GUTTER * unit)
+            if len(cols) == 1:
+                blocks.append(Block(tuple(group(band))))
+            else:
+                for part in cols:
+                    blocks.extend(xy_cut(part, unit))
+        return blocks
+
+    words = [w for w in words if w.text]
+    if not words:
+        return ()
+    return tuple(xy_cut(words, statistics.median(height(w) for w in words)))
+
+
+def _page_words(draw):
+    """Pages that stress the clustering: rows and columns with jitter, slanted runs, tall and tiny
+    words, exact ties (equal boxes, equal x), overlapping lines. No flat (zero-height) words: their
+    policy changed on purpose (test_flat_words_on_one_baseline_form_one_line)."""
+    kind = draw(st.sampled_from(["grid", "columns", "random", "ties", "floats"]))
+    rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(1, 120))
+    words = []
+    for i in range(n):
+        if kind == "grid":
+            row, col = divmod(i, rnd.randint(3, 12))
+            x, y, h = col * rnd.randint(40, 90), row * rnd.randint(18, 40) + rnd.randint(-6, 6), rnd.randint(8, 30)
+        elif kind == "columns":
+            col = rnd.randint(0, 2)
+            x, y, h = col * 400 + rnd.randint(0, 3) * 90, rnd.randint(0, 30) * 30 + rnd.randint(-4, 4), rnd.randint(10, 26)
+        elif kind == "random":
+            x, y, h = rnd.randint(0, 1000), rnd.randint(0, 1000), rnd.choice([1, 2, 5, 20, 60, 300])
+        elif kind == "ties":
+            x, y, h = rnd.choice([0, 10, 20]), rnd.choice([0, 5, 10, 15]), rnd.choice([1, 10, 20])
+        else:  # not what the engine gives (integer pixels), but callers may pass float boxes
+            x, y, h = rnd.uniform(0, 500), rnd.uniform(-50, 300), rnd.choice([0.5, 3.25, 17.7, 40.0])
+        words.append(Word(f"w{i}", (x, y, x + rnd.randint(1, 80), y + h)))
+    return words
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_indexed_layout_equals_the_quadratic_reference(data):
+    words = _page_words(data.draw)
+    assert order_words(words) == _reference_order_words(words)
+
+
+def test_line_clustering_compares_only_nearby_lines(monkeypatch):
+    # 60 rows of 40 words: each word has one line near it. Comparing every word with every line
+    # so far (the old clustering) makes ~70,000 comparisons; the index makes a few per word (the lines whose cells its span reaches).
+    calls = []
+    real = layout._span_overlap
+    monkeypatch.setattr(layout, "_span_overlap", lambda *spans: calls.append(1) or real(*spans))
+    words = [W(f"r{r}c{c}", c * 50, r * 30, c * 50 + 40, r * 30 + 20) for r in range(60) for c in range(40)]
+    lines = group_lines(shuffled(words))
+    assert len(lines) == 60 and all(len(line.words) == 40 for line in lines)
+    assert len(calls) <= 4 * len(words)
+
+
+def test_flat_words_on_one_baseline_form_one_line():
+    # Zero-height boxes (y1 == y2): on one baseline they are one line, and a flat word inside a
+    # line's span joins that line; a flat word on another baseline is another line.
+    words = [W("a", 10, 50, 40, 50), W("b", 50, 50, 80, 50), W("c", 90, 50, 120, 50),
+             W("d", 10, 100, 40, 120), W("e", 50, 110, 80, 110), W("f", 10, 200, 40, 200)]
+    assert [line.text for line in group_lines(shuffled(words))] == ["a b c", "d e", "f"]

@@ -140,3 +140,65 @@ def test_parser_never_raises_on_mutated_real_answers(data):
         j = data.draw(st.integers(i, min(len(raw), i + 12)))
         raw = raw[:i] + data.draw(st.sampled_from(["", *_TAGS])) + raw[j:]
     _check_invariants(raw)
+
+
+# -- one pass; boxes off the image ------------------------------------------------------------
+
+class _CountingStr(str):
+    """A str that adds up how many characters its ``count`` calls scan."""
+
+    scanned = 0
+
+    def count(self, sub, start=0, end=None):  # type: ignore[override]
+        end = len(self) if end is None else end
+        type(self).scanned += max(0, end - start)
+        return super().count(sub, start, end)
+
+
+def test_parser_scans_the_answer_once():
+    # Counting tags from the start of the answer for every entry made parsing quadratic (50k words:
+    # about a minute). The tag counts must advance with the matches: a bounded multiple of the length.
+    raw = _CountingStr(format_ocr_answer((f"w{i}", (i % 100 / 100, i // 100 / 100, 0.5, 0.5)) for i in range(3000)))
+    _CountingStr.scanned = 0
+    answer = parse_ocr_answer(raw)
+    assert len(answer.words) == 3000 and [w.entry for w in answer.words] == list(range(3000))
+    assert _CountingStr.scanned <= 2 * len(raw)
+
+
+def test_entry_ordinals_count_broken_entries():
+    raw = "<char>a<bbox>0.1,0.1,0.2,0.2</bbox><char>b</char><bbox>0.3,0.3,0.4,0.4</bbox><char>c</char>x<char>d</char><bbox>0.5,0.5,0.6,0.6</bbox>"
+    assert [(w.text, w.entry) for w in parse_ocr_answer(raw).words] == [("b", 1), ("d", 3)]
+
+
+def test_box_wholly_outside_the_image_is_dropped_and_counted():
+    raw = (
+        "<char>right</char><bbox>1.2, 0.1, 1.5, 0.2</bbox>"  # beyond the right edge
+        "<char>above</char><bbox>0.1, -0.5, 0.2, -0.1</bbox>"  # above the top
+        "<char>edge</char><bbox>1.0, 0.1, 1.3, 0.2</bbox>"  # touches the right edge from outside
+        "<char>below</char><bbox>0.1, 1.0, 0.2, 1.0001</bbox>"  # touches the bottom edge from outside
+        "<char>part</char><bbox>0.9, 0.1, 1.3, 0.2</bbox>"  # partly on the image: clamped, kept
+        "<char>flat</char><bbox>0.1, 0.5, 0.3, 0.5</bbox>"  # zero height drawn on the image: kept
+        "<char>rim</char><bbox>1.0, 0.5, 1.0, 0.6</bbox>"  # zero width on the edge itself: kept
+    )
+    answer = parse_ocr_answer(raw)
+    assert [(w.text, w.box) for w in answer.words] == [
+        ("part", (0.9, 0.1, 1.0, 0.2)), ("flat", (0.1, 0.5, 0.3, 0.5)), ("rim", (1.0, 0.5, 1.0, 0.6))]
+    assert answer.dropped_boxes == 4 and answer.dropped == 0
+    assert [w.entry for w in answer.words] == [4, 5, 6]
+
+
+def test_pages_carry_the_count_of_dropped_boxes():
+    # The engine's (and the server backend's) page assembly and the `parse` command both record it.
+    import json
+
+    from typer.testing import CliRunner
+
+    from varco_ocr.cli import app
+    from varco_ocr.engine import Generation, page_from_generation
+
+    raw = CARD_ANSWER + "\n<char>off</char><bbox>1.1, 0.2, 1.3, 0.3</bbox><char>off2</char><bbox>0.1, -0.3, 0.2, -0.1</bbox>"
+    page = page_from_generation(Generation(raw, False, False), width=1000, height=500)
+    assert page.dropped_boxes == 2 and [w.text for w in page.words] == ["백범로", "Apt"]
+    result = CliRunner().invoke(app, ["parse", "-", "--size", "1000x500", "--json"], input=raw)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["pages"][0]["dropped_boxes"] == 2

@@ -18,6 +18,8 @@ The backend is anything with ``ocr_batch(images, batch_size=..., indices=...) ->
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import multiprocessing
@@ -37,7 +39,7 @@ from PIL import Image
 
 from varco_ocr.document import Document, Page
 from varco_ocr.errors import InputError, VarcoOCRError
-from varco_ocr.exporters import expected_outputs, write_exports
+from varco_ocr.exporters import expected_outputs, planned_outputs, write_exports
 from varco_ocr.inputs import (
     DEFAULT_DPI,
     PDF_SUFFIXES,
@@ -46,9 +48,10 @@ from varco_ocr.inputs import (
     PageRanges,
     attach_pdf_points,
     collect_inputs,
-    count_pages,
     open_document,
+    selected_pages,
 )
+from varco_ocr.pdf_text import count_by_source
 from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS
 
 LOG_NAME = "varco-ocr.log.jsonl"
@@ -109,6 +112,7 @@ class BatchOptions:
     settings: dict[str, Any] = field(default_factory=dict)
     progress: str = "auto"  # "auto" (rich on a terminal, plain lines otherwise), "rich", "plain", "none"
     render_in_process: bool | None = None  # None: a forked child process on Linux, else a thread
+    text_mode: str = "force"  # PDF pages that carry text: varco_ocr.pdf_text.TEXT_MODES
 
 
 @dataclass
@@ -121,6 +125,7 @@ class DocumentOutcome:
     page_errors: list[str] = field(default_factory=list)
     page_warnings: list[str] = field(default_factory=list)  # damaged pages that were still read
     seconds: float = 0.0
+    pages_from_pdf: int = 0  # of ``pages``, those whose words are the PDF's own text (--skip-text)
 
 
 @dataclass
@@ -162,19 +167,26 @@ def options_fingerprint(path: Path, options: BatchOptions) -> str:
         "dpi": options.dpi if is_pdf else None,
         "model": options.model,
         "settings": options.settings,
+        **({"text_mode": options.text_mode} if options.text_mode != "force" else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class RunLogError(VarcoOCRError):
+    """The run log cannot be appended to (disk full, permissions): the run stops, resumable."""
+
+
 class RunLog:
-    """The JSON-lines log: one record per document outcome (and one per run start/end)."""
+    """The JSON-lines log: one record per document outcome (and one per run start/end), plus a
+    ``writing`` record naming a document's output files before they are written, so that a file
+    found later in the output folder can be told apart from a file this tool did not write."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LOG_NAME
 
-    def last_records(self) -> dict[str, dict[str, Any]]:
-        """The last record of each source. Unparsable lines (a record cut by kill -9) are ignored."""
-        records: dict[str, dict[str, Any]] = {}
+    def records(self) -> list[dict[str, Any]]:
+        """Every record in order. Unparsable lines (a record cut by kill -9) are ignored."""
+        records: list[dict[str, Any]] = []
         if not self.path.exists():
             return records
         with open(self.path, encoding="utf-8", errors="replace") as f:
@@ -183,34 +195,103 @@ class RunLog:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if isinstance(rec, dict) and rec.get("source") and "status" in rec:
-                    records[rec["source"]] = rec
+                if isinstance(rec, dict):
+                    records.append(rec)
         return records
 
+    def last_records(self) -> dict[str, dict[str, Any]]:
+        """The last outcome record of each source (by ``source_key``)."""
+        return {_record_key(rec): rec for rec in self.records() if rec.get("source") and "status" in rec}
+
     def append(self, record: dict[str, Any]) -> None:
+        """Append one record, whole or not at all: one ``os.write`` of the encoded line on an
+        append-only descriptor, and if it fails or comes up short (disk full) the file is cut back to
+        its previous length, so no later reader meets half a record. Raises RunLogError."""
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **record}
-        line = json.dumps(record, ensure_ascii=False)
-        with open(self.path, "a+b") as f:
+        data = json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise RunLogError(self._failure(e)) from None
+        try:
+            size = os.fstat(fd).st_size
             # A run killed mid-write leaves a line without its newline: start on a fresh line.
-            if f.tell() > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
-            f.write(line.encode("utf-8") + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written")
+                os.fsync(fd)
+            except OSError as e:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
+                raise RunLogError(self._failure(e)) from None
+        except OSError as e:  # fstat / pread
+            raise RunLogError(self._failure(e)) from None
+        finally:
+            os.close(fd)
+
+    def _failure(self, e: OSError) -> str:
+        return (f"cannot write the run log {self.path} ({e.strerror or e}); the run stopped, documents "
+                f"finished so far are kept: run the same command again to resume")
 
 
-def is_complete(record: dict[str, Any] | None, fingerprint: str, formats: Sequence[str], out_dir: Path) -> bool:
-    """Whether a document's log record shows it done with these options, every output present."""
+def source_key(path: Path | str) -> str:
+    """A document's identity in the log: its resolved path (the same file from any folder)."""
+    return str(Path(path).resolve())
+
+
+def _record_key(rec: dict[str, Any]) -> str:
+    return str(rec.get("source_path") or source_key(str(rec["source"])))
+
+
+@dataclass
+class LogIndex:
+    """What the log says: each source's last outcome, and who last wrote (or set out to write) each file."""
+
+    last: dict[str, dict[str, Any]] = field(default_factory=dict)  # source key -> last outcome record
+    writers: dict[Path, str] = field(default_factory=dict)  # output path (under the resolved folder) -> source key
+
+    @classmethod
+    def read(cls, log: RunLog, out_root: Path) -> "LogIndex":
+        index = cls()
+        for rec in log.records():
+            if not rec.get("source"):
+                continue
+            key = _record_key(rec)
+            if rec.get("event") == "writing":
+                rels: list[str] = list(rec.get("outputs") or [])
+            elif "status" in rec:
+                index.last[key] = rec
+                rels = [rel for paths in (rec.get("outputs_by_format") or {}).values() for rel in paths]
+            else:
+                continue
+            for rel in rels:
+                index.writers[out_root / rel] = key
+        return index
+
+
+def is_complete(record: dict[str, Any] | None, fingerprint: str, formats: Sequence[str], out_dir: Path,
+                writers: dict[Path, str] | None = None) -> bool:
+    """Whether a document's log record shows it done with these options (the fingerprint covers the
+    source's content and the result-changing options), every output present and, with ``writers``,
+    every output last written for this record's source (not since replaced by another document's)."""
     if not record or record.get("status") != "done" or record.get("fingerprint") != fingerprint:
         return False
     by_format: dict[str, list[str]] = record.get("outputs_by_format") or {}
+    out_root = out_dir.resolve()
+    key = _record_key(record)
     for fmt in formats:
         if fmt not in by_format:
             return False
-        if not all((out_dir / rel).is_file() for rel in by_format[fmt]):
-            return False
+        for rel in by_format[fmt]:
+            if not (out_dir / rel).is_file():
+                return False
+            if writers is not None and writers.get(out_root / rel) != key:
+                return False
     return True
 
 
@@ -225,16 +306,87 @@ def check_output_folder(out_dir: Path) -> None:
         raise OutputFolderError(f"output folder {out_dir} is not writable ({e.strerror or e})") from None
 
 
-def _remove_stale_temp_files(out_dir: Path, stems: Sequence[Path]) -> None:
-    """Temporary files a killed run left beside our outputs (``.NAME.xxxx.tmp``): never complete."""
-    for stem in stems:
-        folder = out_dir / stem.parent
-        if folder.is_dir():
-            for tmp in folder.glob(f".{stem.name}.*.tmp"):
+def _remove_stale_temp_files(paths: Sequence[Path]) -> None:
+    """Temporary files a killed run left beside outputs (``.NAME.xxxxxxxx.tmp``): never complete."""
+    for path in paths:
+        if path.parent.is_dir():
+            for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
                 try:
                     tmp.unlink()
                 except OSError:
                     pass
+
+
+class _InputGuard:
+    """The run's inputs, by resolved path and by file identity (device, inode): an output path that
+    names one of them, through a symlink or a hard link too, is never written."""
+
+    def __init__(self, files: Sequence[InputFile]) -> None:
+        self.paths = {f.path.resolve() for f in files}
+        self.ids = set()
+        for f in files:
+            try:
+                st = f.path.stat()
+            except OSError:
+                continue
+            self.ids.add((st.st_dev, st.st_ino))
+
+    def __contains__(self, path: Path) -> bool:
+        if path.resolve() in self.paths:
+            return True
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) in self.ids
+
+
+@dataclass
+class _Plan:
+    """Where one document's outputs go, decided before it is read."""
+
+    file: InputFile  # output_stem as planned
+    key: str
+    outputs: list[Path]  # every path it may write, under the resolved output folder
+    page_indices: list[int]
+    refused: str | None = None  # why it cannot be written (a foreign file in the way)
+
+
+def _foreign_file(paths: Sequence[Path], key: str, index: LogIndex, inputs: _InputGuard, overwrite: bool) -> str | None:
+    """The reason writing ``paths`` for source ``key`` is refused, or None. An input is never
+    written; an existing file is replaced only when the log says this tool wrote it for this
+    source, or with ``overwrite``."""
+    for path in paths:
+        if path in inputs:
+            return f"{path} is an input of this run; it is never overwritten"
+        if not overwrite and (path.exists() or path.is_symlink()) and index.writers.get(path) != key:
+            return (f"{path} exists and was not written by varco-ocr for this source; "
+                    f"not replaced (use --overwrite to replace it)")
+    return None
+
+
+def plan_outputs(files: Sequence[InputFile], page_indices: Sequence[list[int]], keys: Sequence[str], options: BatchOptions,
+                 out_root: Path, index: LogIndex, inputs: _InputGuard, claimed: set[Path],
+                 others: dict[Path, str]) -> list[_Plan]:
+    """Give each document a set of output paths unique in the run, checked before anything is
+    written: not an input, not a path planned for another document of this run or owned (per the
+    log) by another source of this run (such a document gets a numbered stem, ``NAME-2``), and not
+    a foreign existing file (the document is refused, unless ``overwrite``). ``claimed`` holds the
+    outputs of documents skipped as done and grows with each plan."""
+    plans: list[_Plan] = []
+    for f, indices, key in zip(files, page_indices, keys):
+        base, n = f.output_stem, 1
+        while True:
+            stem = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            outputs = planned_outputs(out_root, stem, options.formats, indices)
+            taken = any(p in claimed or others.get(p, key) != key or p in inputs for p in outputs)
+            if not taken:
+                break
+            n += 1
+        claimed.update(outputs)
+        refused = _foreign_file(outputs, key, index, inputs, options.overwrite)
+        plans.append(_Plan(replace(f, output_stem=stem), key, outputs, list(indices), refused))
+    return plans
 
 
 # ------------------------------------------------------------------------------------------------
@@ -375,6 +527,7 @@ def _produce_pages(files: Sequence[InputFile], options: BatchOptions, out: Any, 
                     return
                 continue
             doc.raw_pixels = in_child  # pixmaps go to shared memory without a trip through Pillow
+            doc.text_mode = options.text_mode
             with doc:
                 if not put(_DocOpened(doc_no, list(doc.page_indices))):
                     return
@@ -514,7 +667,7 @@ class _Progress:
 
     def note(self, text: str) -> None:
         if self.mode != "none":
-            self.console.print(text, markup=False, highlight=False)
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # one line per note, whatever the width
 
     def close(self) -> None:
         if self._rich is not None:
@@ -537,6 +690,9 @@ class _Progress:
             f"{rate:.2f}",
         )
         self.console.print(table)
+        from_pdf = sum(o.pages_from_pdf for o in summary.outcomes if o.status in ("done", "partial"))
+        if from_pdf:
+            self.console.print(f"{summary.pages - from_pdf} pages read by the model, {from_pdf} taken from the PDF's own text")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -549,6 +705,7 @@ class _DocState:
     file: InputFile
     fingerprint: str | None
     started: float
+    plan: _Plan | None = None  # with an output folder
     page_indices: list[int] | None = None
     ended: bool = False
     pages: dict[int, Page] = field(default_factory=dict)
@@ -572,20 +729,30 @@ def _ocr_pages(backend: OCRBackend, items: list[_DocPage]) -> list[Page]:
     except Exception as e:  # noqa: BLE001
         if len(items) == 1:  # a page that fails alone is a recorded page failure, not the run's end
             it = items[0]
-            return [Page(index=it.page.index, width=0, height=0, dpi=it.page.dpi,
+            width, height = it.page.image.size  # type: ignore[union-attr]  # a failed page keeps its size
+            return [Page(index=it.page.index, width=width, height=height, dpi=it.page.dpi,
                          error=f"page {it.page.index + 1}: OCR failed ({type(e).__name__}: {e})")]
         return [page for it in items for page in _ocr_pages(backend, [it])]
     return [
-        attach_pdf_points(replace(page, index=it.page.index, dpi=it.page.dpi if it.page.dpi else page.dpi), it.page.geometry)
+        attach_pdf_points(replace(page, index=it.page.index, dpi=it.page.dpi if it.page.dpi else page.dpi, **_known_size(page, it)), it.page.geometry)
         for page, it in zip(pages, items)
     ]
+
+
+def _known_size(page: Page, item: _DocPage) -> dict[str, int]:
+    """A page the backend failed (a server error) may come back 0 x 0: the runner knows its size."""
+    if page.width > 0 and page.height > 0 or item.page.image is None:
+        return {}
+    width, height = item.page.image.size  # type: ignore[union-attr]
+    return {"width": width, "height": height}
 
 
 def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> BatchSummary:
     """OCR every document found in ``inputs`` (files and folders) with ``backend``.
 
-    Raises OutputFolderError before any work if the output folder is not writable. Ctrl-C stops
-    the run cleanly: finished documents stay finished, the summary says ``interrupted``.
+    Raises OutputFolderError before any work if the output folder is not writable, and RunLogError
+    (the run stops, resumable) if the run log cannot be appended to. Ctrl-C stops the run cleanly:
+    finished documents stay finished, the summary says ``interrupted``.
     """
     started = time.monotonic()
     summary = BatchSummary()
@@ -595,26 +762,58 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
     model = options.model or getattr(backend, "model_name", None)
     options = replace(options, model=model)
 
-    listing = collect_inputs([Path(p) for p in inputs], options.glob)
+    log = RunLog(out_dir) if out_dir is not None else None
+    out_root = out_dir.resolve() if out_dir is not None else None
+    index = LogIndex.read(log, out_root) if log is not None and out_root is not None else LogIndex()
+    # What this tool wrote is never read back as an input: the output folder inside an input folder
+    # is pruned, and files the log names as outputs are left out wherever they are.
+    listing = collect_inputs([Path(p) for p in inputs], options.glob, exclude_dir=out_dir, exclude_files=set(index.writers))
     summary.notes.extend(f"skipped {s.path}: {s.reason}" for s in listing.skipped)
     for missing in listing.missing:
         summary.outcomes.append(DocumentOutcome(str(missing), "failed", error=f"{missing}: no such file or folder"))
 
-    log = RunLog(out_dir) if out_dir is not None else None
-    records = log.last_records() if log is not None else {}
     todo: list[InputFile] = []
     fingerprints: list[str | None] = []
+    keys: list[str] = []
+    skipped_keys: set[str] = set()
     for f in listing.files:
+        key = source_key(f.path)
         fp = options_fingerprint(f.path, options) if out_dir is not None else None
-        if out_dir is not None and not options.overwrite and is_complete(records.get(str(f.path)), fp or "", options.formats, out_dir):
+        if (out_dir is not None and not options.overwrite
+                and is_complete(index.last.get(key), fp or "", options.formats, out_dir, index.writers)):
             summary.outcomes.append(DocumentOutcome(str(f.path), "skipped", pages=0))
+            skipped_keys.add(key)
             continue
         todo.append(f)
         fingerprints.append(fp)
-    if out_dir is not None:
-        _remove_stale_temp_files(out_dir, [f.output_stem for f in todo])
+        keys.append(key)
+    page_indices = [selected_pages(f.path, options.pages, options.password) for f in todo]
 
-    total_pages = sum(count_pages(f.path, options.pages, options.password) for f in todo)
+    plans: list[_Plan] = []
+    refused: list[tuple[InputFile, _Plan, str | None]] = []
+    guard = _InputGuard(())
+    if out_dir is not None and out_root is not None:
+        guard = _InputGuard(listing.files)
+        run_keys = set(keys) | skipped_keys
+        claimed = {p for p, k in index.writers.items() if k in skipped_keys}
+        others = {p: k for p, k in index.writers.items() if k in run_keys}
+        plans = plan_outputs(todo, page_indices, keys, options, out_root, index, guard, claimed, others)
+        # Temporary files a killed run left beside any document's outputs, done ones included.
+        _remove_stale_temp_files([p for p, k in index.writers.items() if k in skipped_keys] + [p for pl in plans for p in pl.outputs])
+        kept: list[int] = []
+        for i, plan in enumerate(plans):
+            if plan.refused is None:
+                kept.append(i)
+            else:
+                refused.append((todo[i], plan, fingerprints[i]))
+        todo = [plans[i].file for i in kept]
+        fingerprints = [fingerprints[i] for i in kept]
+        page_indices = [page_indices[i] for i in kept]
+        plans = [plans[i] for i in kept]
+        for f, plan, fp in refused:
+            summary.outcomes.append(DocumentOutcome(str(f.path), "failed", error=f"{f.path}: {plan.refused}"))
+
+    total_pages = sum(len(indices) for indices in page_indices)
     progress = _Progress(options.progress, len(todo), total_pages)
     for note in summary.notes:
         progress.note(note)
@@ -624,6 +823,9 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
 
     if log is not None:
         log.append({"event": "run", "formats": list(options.formats), "documents": len(todo), "skipped": summary.count("skipped")})
+        for f, plan, fp in refused:
+            log.append({"source": str(f.path), "source_path": plan.key, "status": "failed", "error": f"{f.path}: {plan.refused}",
+                        "fingerprint": fp})
 
     batch_size = max(1, options.batch_size)
     producer = _start_producer(todo, options, options.prefetch or max(batch_size, MIN_PREFETCH)) if todo else None
@@ -633,7 +835,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
 
     def state(doc_no: int) -> _DocState:
         if doc_no not in states:
-            states[doc_no] = _DocState(todo[doc_no], fingerprints[doc_no], time.monotonic())
+            states[doc_no] = _DocState(todo[doc_no], fingerprints[doc_no], time.monotonic(), plans[doc_no] if plans else None)
         return states[doc_no]
 
     def finish_ready() -> None:
@@ -642,7 +844,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             if st.complete():
                 del states[doc_no]
                 finished.add(doc_no)
-                outcome = _finish_document(st, options, out_dir, log, summary)
+                outcome = _finish_document(st, options, out_dir, log, summary, index, guard)
                 summary.outcomes.append(outcome)
                 progress.document(outcome)
 
@@ -679,13 +881,18 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
                 state(msg.doc_no).error = msg.error
             elif isinstance(msg, _DocEnd):
                 state(msg.doc_no).ended = True
+            elif isinstance(msg, _DocPage) and msg.page.text_page is not None:
+                state(msg.doc_no).pages[msg.page.index] = msg.page.text_page  # words from the PDF itself
+                progress.pages(1)
             elif isinstance(msg, _DocPage):
                 msg.page = _from_shared(msg.page)
                 if msg.page.warning:
                     state(msg.doc_no).warnings.append(msg.page.warning)
                 if msg.page.image is None:
                     st = state(msg.doc_no)
-                    st.pages[msg.page.index] = Page(index=msg.page.index, width=0, height=0, dpi=msg.page.dpi, error=msg.page.error)
+                    # a failed page keeps its size when the file tells it; 0 x 0 only when unknown
+                    width, height = msg.page.size or (0, 0)
+                    st.pages[msg.page.index] = Page(index=msg.page.index, width=width, height=height, dpi=msg.page.dpi, error=msg.page.error)
                     progress.pages(1)
                 else:
                     pending.append(msg)
@@ -697,6 +904,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
         for st in states.values():
             summary.outcomes.append(DocumentOutcome(str(st.file.path), "interrupted", pages=len(st.pages)))
     finally:
+        # also on RunLogError: the renderer stops and frees its shared-memory pages
         if producer is not None:
             producer.close()
         progress.close()
@@ -708,14 +916,16 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
 
 
 def _finish_document(
-    st: _DocState, options: BatchOptions, out_dir: Path | None, log: RunLog | None, summary: BatchSummary
+    st: _DocState, options: BatchOptions, out_dir: Path | None, log: RunLog | None, summary: BatchSummary,
+    index: LogIndex | None = None, guard: _InputGuard | None = None,
 ) -> DocumentOutcome:
     source = str(st.file.path)
     seconds = time.monotonic() - st.started
+    key = st.plan.key if st.plan is not None else source_key(st.file.path)
     if st.error is not None:
         outcome = DocumentOutcome(source, "failed", error=st.error, seconds=seconds)
         if log is not None:
-            log.append({"source": source, "status": "failed", "error": st.error, "fingerprint": st.fingerprint})
+            log.append({"source": source, "source_path": key, "status": "failed", "error": st.error, "fingerprint": st.fingerprint})
         return outcome
     pages = tuple(st.pages[i] for i in sorted(st.pages))
     document = Document(
@@ -729,6 +939,8 @@ def _finish_document(
                 "source_path": str(st.file.path.resolve()),
                 "dpi": options.dpi if st.file.path.suffix.lower() in PDF_SUFFIXES else None,
                 "pages": None if options.pages is None else str(options.pages),
+                # the searchable-PDF export strips old invisible layers in these modes
+                "text_mode": options.text_mode if options.text_mode != "force" else None,
             }.items()
             if v is not None
         },
@@ -736,22 +948,36 @@ def _finish_document(
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
     outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,
-                              page_warnings=list(st.warnings), seconds=seconds)
+                              page_warnings=list(st.warnings), seconds=seconds, pages_from_pdf=count_by_source(pages)[1])
     if out_dir is None:
         summary.documents.append(document)
         return outcome
+    by_format: dict[str, list[str]] = {}
     try:
+        expected = expected_outputs(document, out_dir, st.file.output_stem, options.formats) if status != "failed" else []
+        if expected:
+            out_root = out_dir.resolve()
+            resolved = [out_root / p.relative_to(out_dir) for p in expected]
+            planned = set(st.plan.outputs) if st.plan is not None else set(resolved)
+            unplanned = [str(p) for p in resolved if p not in planned]
+            if unplanned:  # a path another document of the run may have: never write it
+                raise RuntimeError(f"output paths not planned: {', '.join(unplanned)}")
+            # checked again just before writing: a file may have appeared since the run started
+            reason = _foreign_file(resolved, key, index or LogIndex(), guard or _InputGuard(()), options.overwrite)
+            if reason is not None:
+                raise RuntimeError(reason)
+            if log is not None:  # named before written, so the next run knows these files are ours
+                log.append({"event": "writing", "source": source, "source_path": key,
+                            "outputs": [p.relative_to(out_dir).as_posix() for p in expected]})
         opts: dict[str, Any] = {"source": st.file.path, "password": options.password}
-        by_format: dict[str, list[str]] = {}
         for fmt in options.formats if status != "failed" else ():  # no page read: nothing to write
             written = write_exports(document, out_dir, (fmt,), stem=st.file.output_stem, **opts)
             by_format[fmt] = [p.relative_to(out_dir).as_posix() for p in written]
         outcome.outputs = [p for paths in by_format.values() for p in paths]
-        expected = {p.relative_to(out_dir).as_posix() for p in expected_outputs(document, out_dir, st.file.output_stem, options.formats)}
-        missing = expected - set(outcome.outputs)
+        missing = {p.relative_to(out_dir).as_posix() for p in expected} - set(outcome.outputs)
         if missing and status != "failed":
             raise RuntimeError(f"outputs not written: {', '.join(sorted(missing))}")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunLogError):
         raise
     except Exception as e:  # noqa: BLE001 - an export failure fails this document, not the batch
         outcome.status, outcome.error = "failed", f"{source}: export failed ({e})"
@@ -759,13 +985,17 @@ def _finish_document(
         log.append(
             {
                 "source": source,
+                "source_path": key,
                 "status": outcome.status,
                 "fingerprint": st.fingerprint,
                 "pages": len(pages),
                 "page_errors": page_errors,
                 "page_warnings": outcome.page_warnings,
+                "pages_model": outcome.pages - outcome.pages_from_pdf,
+                "pages_pdf_text": outcome.pages_from_pdf,
                 "error": outcome.error,
-                "outputs_by_format": by_format if outcome.error is None else {},
+                # what was written, even when the document failed half-way: those files are ours
+                "outputs_by_format": by_format,
                 "seconds": round(seconds, 3),
             }
         )

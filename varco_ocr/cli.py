@@ -101,6 +101,10 @@ def ocr_command(
     timeout: float = typer.Option(300.0, "--timeout", help="With --server: seconds for each whole request (connect to last byte)."),
     split_truncated: bool = typer.Option(False, "--split-truncated",
                                          help="Re-read truncated pages as overlapping horizontal bands."),
+    skip_text: bool = typer.Option(False, "--skip-text", help="PDF pages whose visible text covers them: take "
+                                   "their words from the PDF, not the model (as OCRmyPDF's --skip-text)."),
+    redo_ocr: bool = typer.Option(False, "--redo-ocr", help="Remove PDF pages' invisible text (an old OCR layer) "
+                                  "in the searchable PDF and read every page again (visible text stays)."),
     model: str = ModelOpt,
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
@@ -112,13 +116,16 @@ def ocr_command(
     from varco_ocr.document import Document
     from varco_ocr.preprocessing import load_image
 
+    if skip_text and redo_ocr:
+        raise fail("--skip-text and --redo-ocr exclude each other", EXIT_USAGE)
+    text_mode = "skip-text" if skip_text else "redo-ocr" if redo_ocr else "force"
     if server or output is not None or formats or pages or any(_needs_batch(p) for p in inputs):
         # Documents (PDF, TIFF, folders), output folders and servers go through the resumable batch runner.
         engine_args = (model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
         # The server's model: the --model given, even when it is the default name; else discovered.
         server_args = (server, concurrency, timeout, _given(ctx, "model")) if server else None
         raise typer.Exit(_run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password,
-                                    overwrite, max_pixels, engine_args, server_args, split_truncated))
+                                    overwrite, max_pixels, engine_args, server_args, split_truncated, text_mode))
     images, sources, failed = [], [], 0
     for path in inputs:
         try:
@@ -144,7 +151,7 @@ def _needs_batch(path: Path) -> bool:
 
 
 def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password, overwrite, max_pixels,
-               engine_args, server_args=None, split_truncated=False) -> int:
+               engine_args, server_args=None, split_truncated=False, text_mode="force") -> int:
     """The `ocr` command for documents and output folders: varco_ocr.batch (resume, progress, log)."""
     from varco_ocr import batch
     from varco_ocr.exporters import parse_formats
@@ -165,7 +172,7 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         batch_size=batch_size, max_pixels=max_pixels or None, model=model,
         settings={"max_new_tokens": max_new_tokens, "min_long_side": min_long_side, "max_grid": max_grid,
                   "keep_raw": keep_raw, **({"split_truncated": True} if split_truncated else {})},
-        progress="auto" if output is not None else "none",
+        progress="auto" if output is not None else "none", text_mode=text_mode,
     )
     def make_engine():
         from varco_ocr.engine import OCREngine
@@ -187,6 +194,8 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:
         raise fail(str(e), EXIT_USAGE)
+    except batch.RunLogError as e:  # disk full or no permission mid-run: resumable, so exit 1, not usage
+        raise fail(str(e), EXIT_FAILED_INPUT)
     finally:
         if server_args is not None:
             backend.close()
@@ -268,7 +277,8 @@ def parse_command(
         return
     answer = parse_ocr_answer(text)
     words = [Word(text=w.text, bbox=to_pixels(w.box, width, height)) for w in answer.words]
-    page = build_page(words, index=0, width=width, height=height, truncated=answer.truncated)
+    page = build_page(words, index=0, width=width, height=height, truncated=answer.truncated,
+                      dropped_boxes=answer.dropped_boxes)
     doc = Document(source=str(image) if image else str(raw), pages=(page,))
     _emit([doc], as_json)
 

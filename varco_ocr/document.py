@@ -12,9 +12,10 @@ reading order, and its lines and blocks as index lists into them, so the file ha
 from __future__ import annotations
 
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 import os
 import re
-import tempfile
+import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,20 @@ from typing import Any, Iterable, Iterator, Sequence
 
 SCHEMA_VERSION = "1.0"
 
-_NUMBER_LIST = re.compile(r"\[(\s*-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*\s*)\]")
+# One JSON value on one line, by json's C encoder (json uses it only without ``indent``, and builds it
+# anew for every ``encode`` call: building it once saves a third of the time of a page of words).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+if c_make_encoder is not None:
+    _c_encode = c_make_encoder(None, _ENCODER.default, encode_basestring, None, ": ", ", ", False, False, True)
+
+    def _one_line(value: Any) -> str:
+        return "".join(_c_encode(value, 0))
+else:  # a Python without the _json accelerator
+    _one_line = _ENCODER.encode
+# Surrogate code points cannot be encoded as UTF-8; in JSON they are written as \uXXXX escapes.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Page members written one item per line: a page of words stays readable and diffable.
+_ONE_ITEM_PER_LINE = frozenset({"words", "lines", "blocks"})
 
 BBox = tuple[int, int, int, int]
 BBoxPt = tuple[float, float, float, float]
@@ -107,6 +121,9 @@ class Page:
     raw: str | None = None  # the model's raw answer, kept on request (--keep-raw)
     dpi: float | None = None  # render resolution for PDF pages; scan resolution when known
     error: str | None = None  # set when this page could not be read or OCR'd
+    dropped_boxes: int = 0  # words whose box lay wholly outside the page, dropped by the parser
+    # Where the words came from: None = the model; "pdf-text" = the PDF's own text (--skip-text).
+    source: str | None = None
 
     @property
     def lines(self) -> list[Line]:
@@ -140,6 +157,7 @@ class Page:
             "height": self.height,
             "dpi": self.dpi,
             "truncated": self.truncated,
+            "dropped_boxes": self.dropped_boxes,
             "text": self.text,
             "words": words,
             "lines": lines,
@@ -149,6 +167,8 @@ class Page:
             d["raw"] = self.raw
         if self.error is not None:
             d["error"] = self.error
+        if self.source is not None:
+            d["source"] = self.source
         return d
 
     @classmethod
@@ -165,6 +185,8 @@ class Page:
             raw=d.get("raw"),
             dpi=None if d.get("dpi") is None else float(d["dpi"]),
             error=d.get("error"),
+            dropped_boxes=int(d.get("dropped_boxes", 0)),  # absent in files written before it existed
+            source=d.get("source"),
         )
 
 
@@ -206,11 +228,27 @@ class Document:
         )
 
     def dumps(self, indent: int | None = 2) -> str:
-        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+        """The document as JSON text. With ``indent``, objects are broken over indented lines down to
+        each page's members, and every word, line and block is one line (``{"text": ..., "bbox":
+        [x1, y1, x2, y2], ...}``); ``indent=None`` gives one line. Every value is encoded by ``json``
+        itself (its C encoder), and the layout only joins whole encoded values, so string content is
+        written exactly as ``json`` writes it and ``loads(dumps(doc)) == doc``. Surrogate code points
+        (a lone ``\\ud800`` from a server's JSON; text never holds them otherwise) cannot be UTF-8,
+        so they are written as ``\\uXXXX`` escapes, which ``json`` reads back as the same code point;
+        the one exception is a high surrogate followed by a low one, which JSON reads as the pair's
+        character."""
+        d = self.to_dict()
         if indent is None:
-            return text
-        # Boxes and id lists on one line each: a page of words stays readable.
-        return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r"\s+", " ", m.group(1).strip()) + "]", text)
+            text = json.dumps(d, ensure_ascii=False)
+        else:
+            step = " " * indent
+            pages = [_json_object(p, step, step * 2, _ONE_ITEM_PER_LINE) for p in d.pop("pages")]
+            head = [f"{step}{_one_line(k)}: {_one_line(v)}" for k, v in d.items()]
+            head.append(f"{step}\"pages\": " + (f"[\n{step * 2}" + f",\n{step * 2}".join(pages) + f"\n{step}]" if pages else "[]"))
+            text = "{\n" + ",\n".join(head) + "\n}"
+        if _SURROGATE.search(text):  # rare: only then pay for the substitution
+            text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return text
 
     @classmethod
     def loads(cls, s: str) -> "Document":
@@ -222,6 +260,20 @@ class Document:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Document":
         return cls.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _json_object(d: dict[str, Any], step: str, pad: str, listed: frozenset[str]) -> str:
+    """``d`` as an indented JSON object (closing brace at ``pad``); the lists named in ``listed``
+    with one item per line, every other value on one line."""
+    inner = pad + step
+    members = []
+    for key, value in d.items():
+        if key in listed and value:
+            value_text = f"[\n{inner}{step}" + f",\n{inner}{step}".join(map(_one_line, value)) + f"\n{inner}]"
+        else:
+            value_text = _one_line(value)
+        members.append(f"{inner}{_one_line(key)}: {value_text}")
+    return "{\n" + ",\n".join(members) + "\n" + pad + "}"
 
 
 def join_words(texts: Sequence[str]) -> str:
@@ -241,8 +293,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name, and a failed one leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp_beside(path)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -254,6 +305,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         raise
+
+
+def _create_temp_beside(path: Path) -> str:
+    """Create ``.NAME.XXXXXXXX.tmp`` beside ``path`` with the mode a plain ``open()`` gives (0666 minus
+    the umask). Not ``mkstemp``: it creates 0600, and the rename would carry that mode to the output."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return str(tmp)
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:

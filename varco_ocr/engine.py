@@ -134,15 +134,22 @@ def _fail_fast_when_unreachable(model: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def page_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool]:
-    """An answer's words in pixels of a ``width`` x ``height`` image, and whether it was cut short
-    (ended inside an entry, hit the token limit or the loop guard)."""
+def read_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool, int]:
+    """An answer's words in pixels of a ``width`` x ``height`` image, whether it was cut short
+    (ended inside an entry, hit the token limit or the loop guard), and how many words were dropped
+    because their box lay wholly outside the image."""
     answer = parse_ocr_answer(gen.text)
     words = []
     for pw in answer.words:
         conf = gen.confidences[pw.entry] if pw.entry < len(gen.confidences) else None
         words.append(Word(text=pw.text, bbox=to_pixels(pw.box, width, height), confidence=None if conf is None else round(conf, 4)))
-    return words, answer.truncated or gen.hit_token_limit or gen.looped
+    return words, answer.truncated or gen.hit_token_limit or gen.looped, answer.dropped_boxes
+
+
+def page_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool]:
+    """``read_words`` without the count of dropped boxes (what band re-reading needs)."""
+    words, truncated, _ = read_words(gen, width, height)
+    return words, truncated
 
 
 def page_from_generation(
@@ -150,9 +157,9 @@ def page_from_generation(
 ) -> Page:
     """Parse an answer and build the page in original-image pixels: the one page assembly every
     backend (local engine, OpenAI-compatible server) goes through, so they yield the same document."""
-    words, truncated = page_words(gen, width, height)
+    words, truncated, dropped_boxes = read_words(gen, width, height)
     return build_page(words, index=index, width=width, height=height, truncated=truncated,
-                      raw=gen.text if keep_raw else None, dpi=dpi)
+                      raw=gen.text if keep_raw else None, dpi=dpi, dropped_boxes=dropped_boxes)
 
 
 class OCREngine:

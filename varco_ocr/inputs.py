@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Collection, Iterator, Sequence
 
 from PIL import Image
 
@@ -101,24 +101,44 @@ def is_supported(path: Path) -> bool:
     return path.suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def collect_inputs(paths: Sequence[Path], glob: str | None = None) -> InputListing:
+def collect_inputs(
+    paths: Sequence[Path],
+    glob: str | None = None,
+    exclude_dir: Path | None = None,
+    exclude_files: Collection[Path] = (),
+) -> InputListing:
     """Expand folders (recursively, optionally filtered by ``glob`` on the path relative to the
     folder, e.g. ``*.pdf`` or ``2023/**/*.tif``) into document files in a stable sorted order.
 
     Files named explicitly are kept whatever their suffix (opening them reports the problem);
     unsupported files met inside folders are skipped with a note. Missing paths are listed apart.
+    What a run writes is never read back as its input: inside a given folder, ``exclude_dir`` (the
+    output folder) and everything under it is left out, and so are ``exclude_files`` (resolved paths:
+    the files the run log says varco-ocr wrote, which matters when the output folder *is* the input
+    folder).
     """
     files: list[InputFile] = []
     skipped: list[SkippedFile] = []
     missing: list[Path] = []
+    excluded_dir = exclude_dir.resolve() if exclude_dir is not None else None
+    excluded_files = frozenset(exclude_files)
     for given in paths:
         given = Path(given)
         if given.is_dir():
             found = sorted((p for p in given.rglob("*") if p.is_file()), key=lambda p: p.relative_to(given).as_posix())
+            # the output folder is pruned when it lies *inside* the given folder; when the given
+            # folder is the output folder (-o in/ for in/) or inside it, only the files the log
+            # records as outputs are left out
+            root = given.resolve()
+            prune = excluded_dir is not None and excluded_dir != root and excluded_dir.is_relative_to(root)
             for p in found:
                 rel = p.relative_to(given)
                 if any(part.startswith(".") for part in rel.parts):
                     continue  # hidden files and folders (.git, .DS_Store, our own temp files)
+                if prune or excluded_files:
+                    resolved = p.resolve()
+                    if resolved in excluded_files or (prune and resolved.is_relative_to(excluded_dir)):  # type: ignore[arg-type]
+                        continue
                 if glob and not (rel.match(glob) or p.match(glob)):
                     continue
                 if not is_supported(p):
@@ -243,6 +263,12 @@ class PageImage:
     # A page that rendered, but with MuPDF reporting damage (a broken content stream, a missing
     # resource): its pixels are OCR'd as far as they go and the page is reported, never silently blank.
     warning: str | None = None
+    # With text_mode "skip-text": a page whose own text covers it comes as its finished document page
+    # here (words from the PDF, see varco_ocr.pdf_text) instead of pixels for the model.
+    text_page: Page | None = None
+    # (width, height) in pixels of a page that failed (``image`` None), when the file tells it (a PDF
+    # page's rect at the dpi, an image's header): a failed page keeps its real size in the outputs.
+    size: tuple[int, int] | None = None
 
     def bbox_pt(self, bbox: BBox) -> BBoxPt | None:
         return None if self.geometry is None else self.geometry.bbox_pt(bbox)
@@ -260,6 +286,7 @@ class InputDocument:
     dpi: float | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     raw_pixels: bool = False  # PDF pages as PageImage.raw (pixmaps) rather than PIL images
+    text_mode: str = "force"  # varco_ocr.pdf_text.TEXT_MODES; "skip-text" yields text pages as such
     _pdf: object | None = field(default=None, repr=False)
 
     def iter_pages(self) -> Iterator[PageImage]:
@@ -289,7 +316,7 @@ class InputDocument:
         try:
             image = load_image(self.path, max_pixels=self.max_pixels)
         except InputError as e:
-            return PageImage(0, None, error=str(e))
+            return PageImage(0, None, error=str(e), size=_header_size(self.path))
         return PageImage(0, image, dpi=_image_dpi(image))
 
     def _iter_tiff_pages(self) -> Iterator[PageImage]:
@@ -299,14 +326,16 @@ class InputDocument:
         # following frames are still tried (seek re-reads the frame directory from the file).
         with Image.open(self.path) as tiff:
             for i in self.page_indices:
+                size = None
                 try:
                     tiff.seek(i)
+                    size = _frame_size(tiff)
                     tiff.load()
                     dpi = _image_dpi(tiff)
                     # copy(): the frame must outlive the open file, and conversion may return it as is
                     image = load_image(tiff.copy(), max_pixels=self.max_pixels, name=f"page {i + 1}")
                 except (OSError, ValueError, EOFError, InputError) as e:
-                    yield PageImage(i, None, error=str(e) if isinstance(e, InputError) else f"page {i + 1}: {_reason(e)}")
+                    yield PageImage(i, None, error=str(e) if isinstance(e, InputError) else f"page {i + 1}: {_reason(e)}", size=size)
                     continue
                 yield PageImage(i, image, dpi=dpi)
 
@@ -320,13 +349,23 @@ class InputDocument:
         dpi = self.dpi or DEFAULT_DPI
         for i in self.page_indices:
             pymupdf.TOOLS.mupdf_warnings(reset=True)  # start this page's damage report empty
+            size = None
             try:
                 page = doc.load_page(i)  # type: ignore[attr-defined]
+                if self.text_mode == "skip-text":
+                    from varco_ocr.pdf_text import page_has_text, pdf_text_page
+
+                    if page_has_text(page):
+                        yield PageImage(i, None, dpi=dpi, text_page=pdf_text_page(page, i, dpi))
+                        continue
                 rect = page.rect
+                zoom = dpi / 72.0  # a matrix, not dpi=, so fractional resolutions work too
+                # the pixmap's size, known before rendering (MuPDF rounds the scaled rect the same way)
+                pixels = (rect * pymupdf.Matrix(zoom, zoom)).irect
+                size = (pixels.width, pixels.height) if pixels.width > 0 and pixels.height > 0 else None
                 check_pixel_limit(
                     int(rect.width * dpi / 72), int(rect.height * dpi / 72), self.max_pixels, f"page {i + 1}"
                 )
-                zoom = dpi / 72.0  # a matrix, not dpi=, so fractional resolutions work too
                 pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csRGB, alpha=False)
                 geometry = pdf_page_geometry(page, pix.width, pix.height)
                 if self.raw_pixels:
@@ -339,7 +378,7 @@ class InputDocument:
                 pymupdf.TOOLS.store_shrink(100)
             except Exception as e:  # noqa: BLE001 - MuPDF raises plain RuntimeError/ValueError for damaged pages
                 reason = str(e) if isinstance(e, InputError) else f"page {i + 1}: {_reason(e)}"
-                yield PageImage(i, None, dpi=dpi, error=reason)
+                yield PageImage(i, None, dpi=dpi, error=reason, size=size)
                 continue
             yield PageImage(i, image, dpi=dpi, geometry=geometry, raw=raw, warning=_damage_report(i, pymupdf.TOOLS.mupdf_warnings(reset=True)))
 
@@ -351,6 +390,23 @@ def _damage_report(index: int, mupdf_warnings: str) -> str | None:
         return None
     more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
     return f"page {index + 1}: damaged, read as far as it renders: {lines[0]}{more}"
+
+
+def _frame_size(image: Image.Image) -> tuple[int, int] | None:
+    width, height = image.size
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """An image's size from its header alone (no decoding), or None when even that is unreadable."""
+    try:
+        with Image.open(path) as im:
+            size = _frame_size(im)
+            if size and im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF turns it a quarter: as load_image does
+                size = (size[1], size[0])
+            return size
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds for broken files; unknown is the answer
+        return None
 
 
 def _reason(e: BaseException) -> str:
@@ -436,13 +492,19 @@ def _open_pdf(path: Path, pages: PageRanges | None, dpi: float, password: str | 
         raise
 
 
-def count_pages(path: Path, pages: PageRanges | None = None, password: str | None = None) -> int:
-    """How many pages a document will produce (for progress totals); 0 when it cannot be opened."""
+def selected_pages(path: Path, pages: PageRanges | None = None, password: str | None = None) -> list[int]:
+    """The 0-based pages a document will produce (for progress totals and output names); none when
+    it cannot be opened."""
     try:
         with open_document(path, pages, password=password) as doc:
-            return len(doc.page_indices)
+            return list(doc.page_indices)
     except InputError:
-        return 0
+        return []
+
+
+def count_pages(path: Path, pages: PageRanges | None = None, password: str | None = None) -> int:
+    """How many pages a document will produce (for progress totals); 0 when it cannot be opened."""
+    return len(selected_pages(path, pages, password))
 
 
 def attach_pdf_points(page: Page, geometry: PdfPageGeometry | None) -> Page:

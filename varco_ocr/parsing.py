@@ -43,6 +43,7 @@ class OCRAnswer:
     words: tuple[ParsedWord, ...]
     truncated: bool  # the answer ends inside an entry (token limit reached mid-word)
     dropped: int  # malformed entries skipped (bad coordinates, empty text, duplicates)
+    dropped_boxes: int = 0  # well-formed entries whose box lies wholly outside the image (see outside_image)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class GroundingAnswer:
     truncated: bool
 
 
-def parse_box(text: str) -> NormBox | None:
-    """``"x1, y1, x2, y2"`` -> a clamped, ordered box, or None when it is not four finite numbers."""
+def _box_values(text: str) -> NormBox | None:
+    """``"x1, y1, x2, y2"`` -> the four numbers, corners ordered, not clamped; None when they are not
+    four finite numbers."""
     parts = [p.strip() for p in text.replace("\n", " ").split(",")]
     if len(parts) != 4:
         return None
@@ -70,9 +72,31 @@ def parse_box(text: str) -> NormBox | None:
             return None
         if not math.isfinite(v):
             return None
-        values.append(min(1.0, max(0.0, v)))
+        values.append(v)
     x1, y1, x2, y2 = values
     return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+
+
+def _clamp(box: NormBox) -> NormBox:
+    return tuple(min(1.0, max(0.0, v)) for v in box)  # type: ignore[return-value]
+
+
+def outside_image(box: NormBox) -> bool:
+    """True when an ordered, unclamped box has no part on the image: clamping would squash it onto
+    an edge as a zero-area box the model never drew. On each axis the span lies beyond the image
+    (``x2 < 0`` or ``x1 > 1``) or reaches it only at an edge (``x2 <= 0`` or ``x1 >= 1`` with
+    ``x1 < x2``). A zero-width or zero-height box the model drew *on* the image (``x1 == x2 == 0.4``,
+    or on an edge) is not outside: it is kept."""
+    for lo, hi in ((box[0], box[2]), (box[1], box[3])):
+        if hi < 0.0 or lo > 1.0 or (lo < hi and (hi <= 0.0 or lo >= 1.0)):
+            return True
+    return False
+
+
+def parse_box(text: str) -> NormBox | None:
+    """``"x1, y1, x2, y2"`` -> a clamped, ordered box, or None when it is not four finite numbers."""
+    box = _box_values(text)
+    return None if box is None else _clamp(box)
 
 
 def _clean_text(raw: str) -> str:
@@ -95,17 +119,27 @@ def parse_ocr_answer(answer: str) -> OCRAnswer:
         answer = str(answer)
     words: list[ParsedWord] = []
     seen: set[tuple[str, NormBox]] = set()
-    dropped = 0
+    dropped = dropped_boxes = 0
     last_end = 0
+    # Ordinal of the current entry's <char> tag, counted as the matches advance (one pass: counting
+    # from the start of the answer for every entry made long answers quadratic).
+    entry = 0
     for m in _OCR_ENTRY.finditer(answer):
         # Entries broken beyond repair (a <char> with no </char>, a lone <bbox>) between matches.
-        dropped += answer.count("<char>", last_end, m.start())
+        skipped = answer.count("<char>", last_end, m.start())
+        dropped += skipped
+        entry += skipped
+        this_entry, entry = entry, entry + 1
         last_end = m.end()
         text = _clean_text(m.group("text"))
-        box = parse_box(m.group("box"))
-        if not text or box is None:
+        raw_box = _box_values(m.group("box"))
+        if not text or raw_box is None:
             dropped += 1
             continue
+        if outside_image(raw_box):
+            dropped_boxes += 1
+            continue
+        box = _clamp(raw_box)
         # A looping model repeats whole entries verbatim; a real page never has two identical words
         # in exactly the same place.
         key = (text, box)
@@ -113,11 +147,11 @@ def parse_ocr_answer(answer: str) -> OCRAnswer:
             dropped += 1
             continue
         seen.add(key)
-        words.append(ParsedWord(text=text, box=box, entry=answer.count("<char>", 0, m.start())))
+        words.append(ParsedWord(text=text, box=box, entry=this_entry))
     tail = answer[last_end:]
     truncated = _ends_inside_entry(tail.rstrip())
     dropped += tail.count("<char>")
-    return OCRAnswer(words=tuple(words), truncated=truncated, dropped=dropped)
+    return OCRAnswer(words=tuple(words), truncated=truncated, dropped=dropped, dropped_boxes=dropped_boxes)
 
 
 def parse_grounding_answer(answer: str) -> GroundingAnswer:

@@ -94,3 +94,80 @@ def test_ground_truth_against_itself(icdar2015_sample, funsd_test):
     samples = load_funsd(funsd_test)
     result, _ = cleval.evaluate([(s.regions, [r for r in s.regions if not r.dont_care]) for s in samples])
     assert 0.998 < result.det.hmean < 1.0
+
+
+# --- issue 13: the package's order of visiting ground truths ------------------------------------------
+# Expected figures below were computed once with NAVER's `cleval` 0.1.1 (PyPI; NumPy 2.4, CPython 3.11)
+# in its own venv, by parsing these very lines with `cleval.main.parse_single_file` and scoring them with
+# `cleval.eval_functions.evaluation` (E2E, case-sensitive, default constraints), then written in by hand.
+# The package is not a test dependency.
+
+
+def _quad_line(l, t, r, b, text):
+    return f"{l},{t},{r},{t},{r},{b},{l},{b},{text}"
+
+
+_DC = _quad_line(200, 200, 210, 210, "###")
+
+
+def _order_cases():
+    from varco_ocr.eval.datasets import parse_icdar2015_gt
+
+    def lines(n, words):
+        out = [_DC] * n
+        for i, line in words.items():
+            out[i] = line
+        return out
+
+    # (ground-truth lines, detection lines, package's (det counts), package's (e2e counts), e2e H-mean)
+    cases = {
+        # the issue's case: valid indices {1, 8} of 9 iterate [8, 1]: 'A' takes the first A of 'ABA'
+        "issue": (lines(9, {1: _quad_line(10, 10, 50, 30, "AB"), 8: _quad_line(50, 10, 90, 30, "A")}),
+                  [_quad_line(10, 10, 90, 30, "ABA")], (3, 3, 3, 0.0, 1.0), (3, 3, 2, 0.0, 1.0), 0.4444444444444444),
+        "issue, word lines swapped": (
+            lines(9, {1: _quad_line(50, 10, 90, 30, "A"), 8: _quad_line(10, 10, 50, 30, "AB")}),
+            [_quad_line(10, 10, 90, 30, "ABA")], (3, 3, 3, 0.0, 1.0), (3, 3, 3, 0.0, 1.0), 0.8),
+        "valid {3, 17} of 18": (
+            lines(18, {3: _quad_line(10, 10, 50, 30, "AB"), 17: _quad_line(50, 10, 90, 30, "A")}),
+            [_quad_line(10, 10, 90, 30, "ABA")], (3, 3, 3, 0.0, 1.0), (3, 3, 2, 0.0, 1.0), 0.4444444444444444),
+        "valid {2, 9, 10} of 11": (
+            lines(11, {2: _quad_line(10, 10, 40, 30, "AB"), 9: _quad_line(40, 10, 70, 30, "A"), 10: _quad_line(70, 10, 100, 30, "C")}),
+            [_quad_line(10, 10, 100, 30, "ABAC")], (4, 4, 4, 0.0, 2.0), (4, 4, 3, 0.0, 2.0), 0.375),
+        "dense (one do-not-care)": (
+            [_quad_line(10, 10, 50, 30, "AB"), _DC, _quad_line(50, 10, 90, 30, "A")],
+            [_quad_line(10, 10, 90, 30, "ABA")], (3, 3, 3, 0.0, 1.0), (3, 3, 3, 0.0, 1.0), 0.8),
+    }
+    for name, (gt, det, det_counts, e2e_counts, e2e_h) in cases.items():
+        yield name, parse_icdar2015_gt("\n".join(gt)), parse_icdar2015_gt("\n".join(det)), det_counts, e2e_counts, e2e_h
+
+
+@pytest.mark.parametrize("case", list(_order_cases()), ids=lambda c: c[0])
+def test_many_to_one_follows_the_packages_ground_truth_order(case):
+    _, gt, det, det_counts, e2e_counts, e2e_h = case
+    r = cleval.evaluate_image(gt, det)
+    assert r.det == cleval.CharCounts(*det_counts)
+    assert r.e2e == cleval.CharCounts(*e2e_counts)
+    assert r.e2e.hmean == e2e_h
+    assert round(cleval.evaluate([(gt, det)])[0].e2e.hmean, 4) == round(e2e_h, 4)
+
+
+def test_visit_order_is_the_packages_set_not_ascending():
+    dc, valid = cleval._package_index_sets([i not in (1, 8) for i in range(9)])
+    assert list(valid) == [8, 1]  # CPython's order of that set, which the package iterates
+    assert sorted(dc) == [0, 2, 3, 4, 5, 6, 7]
+    _, valid = cleval._package_index_sets([i == 1 for i in range(9)])
+    assert list(valid) == [0, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_do_not_care_area_precision_is_summed_in_float32_as_the_package():
+    # A detection (area 400) holding two do-not-care boxes (areas 50 and 70): area precisions 0.125 and
+    # 0.175 as float32. Summed in float64 they make 0.29999999702 < 0.3; the package sums them in float32
+    # (0.30000001192 >= float32(0.3)), so the detection is do-not-care and not a false positive.
+    # Package figures (cleval 0.1.1, computed once as above): det and e2e counts (5, 5, 5, 0, 0), H 1.0.
+    from varco_ocr.eval.datasets import parse_icdar2015_gt
+
+    gt = parse_icdar2015_gt("\n".join([_quad_line(0, 0, 5, 10, "###"), _quad_line(10, 0, 17, 10, "###"), _quad_line(100, 0, 150, 10, "HELLO")]))
+    det = parse_icdar2015_gt("\n".join([_quad_line(0, 0, 40, 10, "x"), _quad_line(100, 0, 150, 10, "HELLO")]))
+    r = cleval.evaluate_image(gt, det)
+    assert r.det == cleval.CharCounts(5, 5, 5, 0.0, 0.0)
+    assert r.e2e == cleval.CharCounts(5, 5, 5, 0.0, 0.0)

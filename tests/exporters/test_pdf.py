@@ -14,6 +14,7 @@ from PIL import Image
 
 from varco_ocr.document import Document, Page, Word
 from varco_ocr.exporters import write_exports
+from varco_ocr.exporters.glyphless import ClusterCodes
 from varco_ocr.exporters.pdf import PlacedWord, text_layer_operators
 from varco_ocr.layout import build_page
 
@@ -37,13 +38,15 @@ def test_pdf_input_keeps_pages_and_reads_back_with_pymupdf(tmp_path, scanned_pdf
     with pymupdf.open(out) as pdf, pymupdf.open(source) as src:
         assert [p.rotation for p in pdf] == [p.rotation for p in src] == [0, 90, 0]
         assert [tuple(p.cropbox) for p in pdf] == [tuple(p.cropbox) for p in src]
+        fonts = set()
         for page in pdf:
             (font,) = [f for f in page.get_fonts() if f[4] == "VarcoOCRText"]
             xref, ext, kind, basefont, _, encoding = font
-            # embedded (a font file, "ttf"), subset (the "ABCDEF+" tag), CID-keyed by glyph id
-            assert (ext, kind, encoding) == ("ttf", "Type0", "Identity-H")
-            assert basefont[6] == "+" and basefont.endswith("Droid Sans Fallback Regular")
-    assert out.stat().st_size < source.stat().st_size + 200_000  # the CJK font is subset, not 3.5 MB
+            # the embedded glyphless TrueType ("ttf"), CID-keyed, one font object shared by all pages
+            assert (ext, kind, encoding, basefont) == ("ttf", "Type0", "Identity-H", "VarcoOCRGlyphless")
+            fonts.add(xref)
+        assert len(fonts) == 1
+    assert out.stat().st_size < source.stat().st_size + 5_000  # no CJK font subset: a few KB of text layer
     for i in range(3):  # invisible: the pages look exactly as before
         assert np.abs(_render(out, i) - _render(source, i)).max() == 0
 
@@ -101,27 +104,51 @@ def test_multipage_tiff_pages_become_pdf_pages(tmp_path):
     assert_words_match(pymupdf_words(out), expected_pages(doc, out))
 
 
-class _Mono:
-    """A font where every glyph is 0.5 em wide, ascender 0.8, descender -0.2 (hand-checkable)."""
-
-    ascender, descender = 0.8, -0.2
-
-    def glyph(self, ch: str) -> int:
-        return 0 if ch == "\u0000" else ord(ch)
-
-    def advance(self, ch: str) -> float:
-        return 0.5
-
-
 def test_text_layer_operators_fill_each_box_by_hand():
+    # The glyphless font: every code point 0.5 em wide, ascent 0.8, descent -0.2, combining marks 0 wide.
     # word 1: box 10..60 x 100..120 -> size 20 / (0.8 + 0.2) = 20, natural width 2 * 0.5 * 20 = 20,
     # so Tz = 100 * 50 / 20 = 250; baseline 120 - 0.2 * 20 = 116; page height 200 flips y: 200 - 116 = 84.
-    # gap 60..70 = 10 pt for a 10 pt space -> Tz 100.
+    # CIDs in order of first use: a=1, b=2. Gap 60..70 = 10 pt for a 10 pt space (CID 3) -> Tz 100.
+    codes = ClusterCodes()
     ops = text_layer_operators(
-        [[PlacedWord("ab", (10, 100, 60, 120)), PlacedWord("c\u0000", (70, 100, 80, 110))]], _Mono(), (1, 0, 0, -1, 0, 200)
+        [[PlacedWord("ab", (10, 100, 60, 120)), PlacedWord("e\u0301\U0001F600", (70, 100, 80, 110))]], codes, (1, 0, 0, -1, 0, 200)
     ).splitlines()
     assert ops[:3] == ["q", "BT", "3 Tr"] and ops[-2:] == ["ET", "Q"]
-    assert ops[3] == "/VarcoOCRText 20 Tf 250 Tz 1 0 0 1 10 84 Tm <00610062> Tj"
-    assert ops[4] == "100 Tz <0020> Tj"
-    # word 2: size 10, the glyphless NUL dropped, natural 5 -> Tz 200, baseline 110 - 2 = 108 -> y 92
-    assert ops[5] == "/VarcoOCRText 10 Tf 200 Tz 1 0 0 1 70 92 Tm <0063> Tj"
+    assert ops[3] == "/VarcoOCRText 20 Tf 250 Tz 1 0 0 1 10 84 Tm <00010002> Tj"
+    assert ops[4] == "100 Tz <0003> Tj"
+    # word 2: size 10, the combining acute has no width, so 2 * 0.5 * 10 = 10 -> Tz 100; baseline 108 -> y 92
+    assert ops[5] == "/VarcoOCRText 10 Tf 100 Tz 1 0 0 1 70 92 Tm <000400050006> Tj"
+    assert codes.mapping == {1: "a", 2: "b", 3: " ", 4: "e", 5: "\u0301", 6: "\U0001F600"}
+
+
+@needs_pdftotext
+def test_export_flushed_every_page_reads_back_the_same(tmp_path, scanned_pdf, monkeypatch):
+    # Bounded memory: the output is written to disk and reopened every FLUSH_EVERY_PAGES pages (then
+    # continued as incremental updates); with a flush after every page the file must read back the
+    # same, in pymupdf and poppler, without complaints from either.
+    import varco_ocr.exporters.pdf as pdf_exporter
+
+    _, doc = scanned_pdf
+    monkeypatch.setattr(pdf_exporter, "FLUSH_EVERY_PAGES", 1)
+    pymupdf.TOOLS.mupdf_warnings()
+    (out,) = write_exports(doc, tmp_path / "out", ["pdf"], stem="book")
+    assert out.read_bytes().count(b"startxref") == 3  # the first save, then two incremental updates
+    expected = expected_pages(doc, out)
+    assert_words_match(pymupdf_words(out), expected)
+    assert_words_match(poppler_words(out), expected)
+    assert pymupdf.TOOLS.mupdf_warnings() == ""
+    run = subprocess.run(["pdftotext", str(out), "-"], capture_output=True)
+    assert run.returncode == 0 and run.stderr == b""
+
+
+def test_objects_pages_share_are_copied_once(tmp_path, scanned_pdf):
+    # The scan's pages share one ICC colour profile; copying page by page used to give each page its
+    # own copy (the old export's output held three identical profile streams).
+    source, doc = scanned_pdf
+    (out,) = write_exports(doc, tmp_path / "out", ["pdf"], stem="book")
+
+    def profiles(path):
+        with pymupdf.open(path) as pdf:
+            return [x for x in range(1, pdf.xref_length()) if pdf.xref_get_key(x, "Alternate")[1] == "/DeviceRGB"]
+
+    assert len(profiles(source)) == len(profiles(out)) == 1

@@ -26,11 +26,14 @@ its default parameters, rule for rule:
   #GT chars, precision = (TP - Σ(#gts per det - 1)) / (PCC hits of matched pairs + false-positive
   chars), where an unmatched detection counts min(round(0.5 + 1 / aspect ratio), 10) characters (sic:
   the reference uses 1/r here, not max(r, 1/r), so a wide box counts one character).
-- End-to-end: per ground truth (in order), its matched detections are ordered by the first PCC each
+- End-to-end: per ground truth (in the reference's set order, below), its matched detections are ordered by the first PCC each
   holds, their not-yet-used characters concatenated, and the longest common subsequence with the
   ground truth's text is consumed from them. TP = consumed characters; precision divides by all
   characters of cared-for detections; the same granularity penalties apply.
 - Comparison is case-sensitive (the reference CLI's default ``--CASE_SENSITIVE True``).
+- Order of visits (see ``_package_index_sets``): the reference keeps do-not-care and valid indices in
+  Python ``set`` objects and iterates them; where the order of visits changes a figure, we iterate
+  the very same set expressions, built the same way, so CPython gives us the same order.
 - Data-set figures sum the character counts over images, then apply the formulas once.
 
 Areas use shapely where the reference uses Polygon3 (GPC); point-in-box uses Polygon3's own
@@ -112,6 +115,29 @@ def longest_common_subsequence(s1: str, s2: str) -> str:
     return matrix[-1][-1]
 
 
+def _package_index_sets(dont_care: Sequence[bool]) -> tuple[set[int], set[int]]:
+    """The reference's ``(gt_dc_indices, gt_valid_indices)`` (and the same pair for detections),
+    built exactly as it builds them.
+
+    This is the package's behaviour, not a principled rule, and we copy it because it changes
+    scores. ``gt_dc_indices`` is a set filled by ``add`` in index order; the valid indices are
+    ``set(range(n)) - gt_dc_indices``. CPython iterates a set in hash-table slot order, and a small
+    int's slot is ``i & (table_size - 1)``: ``set(range(n))`` is dense and iterates in ascending
+    order, but when many indices are removed the difference is built as a *new*, smaller table and an
+    index at or above its size wraps to a low slot, e.g. valid ``{1, 8}`` out of 9 iterates ``[8, 1]``.
+    End-to-end scoring consumes a detection's characters at their first occurrence, one ground truth
+    after the other, so for a detection matched to several ground truths the order of visits decides
+    which of them gets a shared character. Two sums over these sets (do-not-care area precision of a
+    detection, many-to-one area precision) are also summed in set order, which can move a float sum
+    across the 0.3 threshold. Iterate the returned sets themselves; never sort them.
+    """
+    dc: set[int] = set()
+    for i, is_dc in enumerate(dont_care):
+        if is_dc:
+            dc.add(i)
+    return dc, set(range(len(dont_care))) - dc
+
+
 @dataclass(frozen=True)
 class CharCounts:
     """Character tallies of one image or a data set (reference ``CoreStats``)."""
@@ -169,6 +195,8 @@ def evaluate_image(
         return r.text if case_sensitive else r.text.upper()
 
     gt_dc = [r.dont_care or r.text == "###" for r in gt_regions]
+    # Visit orders: the reference's sets, iterated as they are (see _package_index_sets).
+    dc_set, gt_valid = _package_index_sets(gt_dc)
     gt_text = [prepared_text(r, dc) for r, dc in zip(gt_regions, gt_dc)]
     det_text = [prepared_text(r, r.text == "###") for r in det_regions]
     gt_pccs = [pseudo_character_centres(r.points, len(t)) for r, t in zip(gt_regions, gt_text)]
@@ -176,7 +204,7 @@ def evaluate_image(
     gt_polys = list(int_polygons(gt_regions))
     det_polys = list(int_polygons(det_regions))
     # Do-not-care regions lose the parts that cared-for ground truth covers.
-    for k in (i for i in range(n_g) if gt_dc[i]):
+    for k in dc_set:  # (each box independently: the order does not change the result)
         for i in range(n_g):
             if not gt_dc[i] and gt_polys[i].intersects(gt_polys[k]) and gt_polys[i].intersection(gt_polys[k]).area > 0:
                 gt_polys[k] = gt_polys[k].difference(gt_polys[i])
@@ -220,20 +248,23 @@ def evaluate_image(
     ap_ok = ap >= AREA_PRECISION_CONSTRAINT
 
     det_dc = [False] * n_d
-    dc_indices = [i for i in range(n_g) if gt_dc[i]]
-    if dc_indices:
+    if dc_set:
+        threshold32 = np.float32(AREA_PRECISION_CONSTRAINT)
         for j in range(n_d):
-            ap_sum = 0.0
-            for i in dc_indices:
+            # The reference's `ap_sum = 0; ap_sum += ap_mat[i, j]` accumulates in float32 (NumPy 2
+            # scalar rules) and compares in float32; order of the set, float32 sums, as it does.
+            ap_sum = np.float32(0.0)
+            for i in dc_set:
                 if ap_ok[i, j]:
                     det_dc[j] = True
                     break
                 if pcc_sum[i, j] > 0:
-                    ap_sum += float(ap[i, j])
-            if ap_sum >= AREA_PRECISION_CONSTRAINT:
+                    ap_sum = np.float32(ap_sum + ap[i, j])
+            if ap_sum >= threshold32:
                 det_dc[j] = True
-    gt_valid = [i for i in range(n_g) if not gt_dc[i]]
-    det_valid = [j for j in range(n_d) if not det_dc[j]]
+    # Detections in the reference's set order too: it only orders the reported matches, not a figure.
+    _, det_valid = _package_index_sets(det_dc)
+    det_valid_order = list(det_valid)
 
     passes = ap_ok & (pcc_sum > 0)
     passes_per_gt = passes.sum(axis=1)
@@ -246,14 +277,14 @@ def evaluate_image(
         j = int(np.argmax(passes[i]))  # the only detection it passes with
         if not det_dc[j] and passes_per_det[j] == 1:
             matches.append(((i,), (j,), "one-to-one"))
-    det_valid_mask = ~np.array(det_dc, dtype=bool)
-    gt_valid_mask = ~np.array(gt_dc, dtype=bool)
     for i in gt_valid:  # one-to-many (split)
-        dets = np.nonzero(passes[i] & det_valid_mask)[0].tolist() if n_d else []
+        dets = [j for j in det_valid_order if passes[i, j]]
         if len(dets) >= 2:
             matches.append(((i,), tuple(dets), "one-to-many"))
+    gt_valid_order = list(gt_valid)  # the reference's np.array(list(gt_valid_indices))
     for j in det_valid:  # many-to-one (merge)
-        gts = np.nonzero((pcc_sum[:, j] > 0) & gt_valid_mask)[0].tolist()
+        gts = [i for i in gt_valid_order if pcc_sum[i, j] > 0]
+        # float64 sum of float32 values in set order, as the reference's numba loop
         if len(gts) >= 2 and sum(float(ap[i, j]) for i in gts) >= AREA_PRECISION_CONSTRAINT:
             matches.append((tuple(gts), (j,), "many-to-one"))
     for gts, dets, _ in matches:
@@ -277,11 +308,12 @@ def evaluate_image(
         if gts_per_det[j] > 0:
             found |= hit[j]
     det_tp = int(found.sum())
-    num_char_det = int(pcc_sum[:, det_valid].sum()) if n_g and det_valid else 0
+    num_char_det = int(pcc_sum[:, det_valid_order].sum()) if n_g and det_valid else 0
     num_char_det += sum(false_positive_chars(det_regions[j].points) for j in det_valid if gts_per_det[j] == 0)
     det_counts = CharCounts(num_char_gt, num_char_det, det_tp, gran_recall, gran_precision)
 
-    # End-to-end: consume each ground truth's longest common subsequence from its detections.
+    # End-to-end: consume each ground truth's longest common subsequence from its detections, visiting
+    # ground truths in the reference's set order (not ascending: see _package_index_sets).
     det_left = list(det_text)
     for i in gt_valid:
         if dets_per_gt[i] == 0:

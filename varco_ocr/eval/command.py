@@ -22,7 +22,10 @@ EXIT_USAGE = 2
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"varco-ocr eval: {message}", err=True)
+    from varco_ocr.eval.regions import printable
+
+    # One line whatever the message quotes (file and member names come from untrusted zips).
+    typer.echo(f"varco-ocr eval: {printable(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -57,7 +60,7 @@ def eval_command(
 
     from varco_ocr.document import write_atomic
     from varco_ocr.eval.datasets import DATASET_NAMES, load_dataset
-    from varco_ocr.eval.predictions import read_predictions
+    from varco_ocr.eval.predictions import RRC_BOX_FORMAT, read_predictions
     from varco_ocr.eval.report import parse_metric_option, render_report, report_json, score_dataset
 
     name = dataset.lower()
@@ -72,11 +75,11 @@ def eval_command(
     try:
         samples = load_dataset(name, data, max_images)
         if predictions is not None:
-            preds = read_predictions(predictions)
+            preds = read_predictions(predictions, RRC_BOX_FORMAT[name])
         else:
             engine_settings = dict(device=device, dtype=dtype, max_new_tokens=max_new_tokens,
                                    min_long_side=min_long_side, max_grid=max_grid)
-            preds = _run_model(samples, model, engine_settings, batch_size, save_predictions)
+            preds = _run_model(samples, model, engine_settings, batch_size, save_predictions, RRC_BOX_FORMAT[name])
     except EvalDataError as e:
         raise _fail(str(e), EXIT_BAD_INPUT)
     except OSError as e:
@@ -91,7 +94,7 @@ def eval_command(
             raise _fail(f"{json_path}: cannot write report ({e.strerror or e})", EXIT_BAD_INPUT)
 
 
-def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save_dir: Optional[Path]):
+def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save_dir: Optional[Path], box_format: str):
     """OCR every sample image with the engine (as `varco-ocr ocr` would with the same options);
     returns predictions keyed like the samples."""
     from varco_ocr.document import Document
@@ -121,5 +124,6 @@ def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save
         print(f"varco-ocr eval: {min(start + batch_size, len(samples))}/{len(samples)} images read", file=sys.stderr)
     if save_dir is not None:
         write_documents_jsonl(save_dir / "predictions.jsonl", documents)
-        write_rrc_zip(save_dir / "submit.zip", {k: p.regions for k, p in preds.items()})
+        # in the data set's official line form, so the zip reads back (and into the official scripts)
+        write_rrc_zip(save_dir / "submit.zip", {k: p.regions for k, p in preds.items()}, ltrb=box_format == "ltrb")
     return preds

@@ -17,12 +17,20 @@ Point = tuple[float, float]
 DONT_CARE_TEXT = "###"
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\n``, ``\\x1b``, ``\\u200b``), so a file or
+    zip-member name from an untrusted source prints on one line and cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class EvalDataError(ValueError):
     """A data set, prediction or annotation file is malformed. The message names the file (and the
     line when there is one); the CLI prints it as a one-line error."""
 
     def __init__(self, path: str | Path, message: str, line: int | None = None):
-        where = f"{path}:{line}" if line is not None else f"{path}"
+        where = printable(f"{path}:{line}" if line is not None else f"{path}")
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.line = line

@@ -38,6 +38,34 @@ METRIC_TITLES = {
 TABLE11_REFERENCE: dict[str, dict[str, float]] = {
     "icdar2015": {"PaddleOCR (PP-OCRv4)": 73.7},
 }
+# The image set each Table 11 column was computed on: the official test set, all of it. A figure on
+# other images (--max-images, a sample, synthetic data) is not comparable, so the cells are shown
+# beside a run only when the run's images are exactly these.
+TABLE11_TEST_SETS: dict[str, frozenset[str]] = {
+    "icdar2015": frozenset(f"img_{i}" for i in range(1, 501)),  # Challenge 4 test: img_1 .. img_500
+}
+
+
+def table11_cells(dataset: str, image_keys: Sequence[str]) -> tuple[dict[str, float], str | None]:
+    """The paper's verified cells for ``dataset`` when the run covers the full official test set
+    (count and names of images), else no cells and the reason they are not shown."""
+    reference = TABLE11_REFERENCE.get(dataset)
+    if not reference:
+        return {}, None
+    official = TABLE11_TEST_SETS[dataset]
+    keys = set(image_keys)
+    if keys == official and len(image_keys) == len(official):
+        return dict(reference), None
+    missing = len(official - keys)
+    extra = len(keys - official)
+    detail = f"{len(image_keys)} images scored"
+    if missing:
+        detail += f", {missing} of the official {len(official)} test images missing"
+    if extra:
+        detail += f", {extra} not in the official test set"
+    if not missing and not extra:
+        detail += ", some more than once"
+    return {}, f"Table 11 figures are for the full {dataset} test set ({len(official)} images); not shown beside this run ({detail})"
 
 
 def parse_metric_option(option: str, dataset: str) -> tuple[str, ...]:
@@ -62,6 +90,8 @@ class EvalReport:
     per_image: list[dict[str, Any]]  # one entry per image: key + figures
     headline: tuple[str, float] | None  # (name, value x 100)
     missing_predictions: list[str] = field(default_factory=list)  # samples with no prediction
+    table11: dict[str, float] = field(default_factory=dict)  # the paper's cells, only when comparable
+    table11_not_shown: str | None = None  # why they are not, when the data set has cells
     unmatched_predictions: list[str] = field(default_factory=list)  # predictions for no sample
     word_spotting: bool = False
 
@@ -138,6 +168,7 @@ def score_dataset(
                 headline = (f"{name} H-mean x 100", 100 * figures[name]["hmean"])
                 break
     sample_keys = {s.key for s in samples}
+    table11, table11_not_shown = table11_cells(dataset, [s.key for s in samples]) if "cleval" in metrics else ({}, None)
     return EvalReport(
         dataset=dataset,
         n_images=len(samples),
@@ -146,6 +177,8 @@ def score_dataset(
         headline=headline,
         missing_predictions=[s.key for s in samples if s.key not in predictions],
         unmatched_predictions=sorted(k for k in predictions if k not in sample_keys),
+        table11=table11,
+        table11_not_shown=table11_not_shown,
         word_spotting=word_spotting,
     )
 
@@ -156,7 +189,8 @@ def report_json(report: EvalReport) -> dict[str, Any]:
         "images": report.n_images,
         "headline": None if report.headline is None else {"name": report.headline[0], "value": report.headline[1]},
         "metrics": report.metrics,
-        "table11_reference": TABLE11_REFERENCE.get(report.dataset, {}),
+        "table11_reference": report.table11,
+        "table11_not_shown": report.table11_not_shown,
         "missing_predictions": report.missing_predictions,
         "unmatched_predictions": report.unmatched_predictions,
         "per_image": report.per_image,
@@ -189,15 +223,16 @@ def render_report(report: EvalReport, console, per_image: int = 0) -> None:
         console.print(table)
     if report.headline is not None:
         console.print(f"[bold]{report.headline[0]}: {report.headline[1]:.1f}[/bold]")
-    ref = TABLE11_REFERENCE.get(report.dataset)
-    if ref and report.headline is not None and report.headline[0].startswith("CLEval"):
+    if report.table11 and report.headline is not None and report.headline[0].startswith("CLEval"):
         table = Table(title="VARCO-VISION-2.0 report, Table 11 (CLEval E2E H-mean x 100), verified cells only")
         table.add_column("engine")
         table.add_column(report.dataset, justify="right")
         table.add_row("this run", f"{report.headline[1]:.1f}")
-        for engine, value in ref.items():
+        for engine, value in report.table11.items():
             table.add_row(engine, f"{value:.1f}")
         console.print(table)
+    elif report.table11_not_shown:
+        console.print(f"[yellow]{report.table11_not_shown}[/yellow]", highlight=False, soft_wrap=True)
     if per_image:
         worst = report.worst_images(per_image)
         if worst:

@@ -10,12 +10,12 @@ Every file is written to a temporary name and renamed when complete.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from varco_ocr.document import Document
 from varco_ocr.exporters.alto import export_alto
 from varco_ocr.exporters.hocr import export_hocr
-from varco_ocr.exporters.overlay import export_overlay, overlay_paths
+from varco_ocr.exporters.overlay import export_overlay, overlay_page_path, overlay_paths
 from varco_ocr.exporters.pdf import export_pdf
 from varco_ocr.exporters.text import export_json, export_text
 
@@ -72,6 +72,20 @@ def expected_outputs(document: Document, out_dir: Path, stem: Path | str, format
     return paths
 
 
+def planned_outputs(out_dir: Path, stem: Path | str, formats: Sequence[str], page_indices: Sequence[int]) -> list[Path]:
+    """Every path the document with output stem ``stem`` and pages ``page_indices`` (0-based, as
+    selected) may be written to in ``formats``, known before it is read: overlays are planned for
+    every page, readable or not (``expected_outputs`` is the subset once the pages are known)."""
+    paths: list[Path] = []
+    for fmt in formats:
+        base = output_path(out_dir, stem, fmt)
+        if fmt == "overlay":
+            paths.extend(overlay_page_path(base, i, len(page_indices) == 1) for i in page_indices)
+        else:
+            paths.append(base)
+    return paths
+
+
 def write_exports(
     document: Document,
     out_dir: Path,
@@ -87,4 +101,4 @@ def write_exports(
     return written
 
 
-__all__ = ["EXPORTERS", "SUFFIXES", "NEEDS_SOURCE", "parse_formats", "output_path", "expected_outputs", "write_exports"]
+__all__ = ["EXPORTERS", "SUFFIXES", "NEEDS_SOURCE", "parse_formats", "output_path", "expected_outputs", "planned_outputs", "write_exports"]

@@ -14,7 +14,7 @@ from typing import Sequence
 from xml.etree import ElementTree as ET
 
 from varco_ocr.document import Document, Page, write_atomic
-from varco_ocr.exporters.common import SOFTWARE_NAME, guess_language, software_version
+from varco_ocr.exporters.common import SOFTWARE_NAME, guess_language, make_tree_xml_safe, software_version
 
 ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_XSD = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
@@ -54,6 +54,7 @@ def alto_string(document: Document, processed_at: datetime | None = None) -> str
     doc_lang = guess_language(w.text for w in document.words)
     for n, page in enumerate(document.pages, start=1):
         layout.append(_page_element(page, n, doc_lang))
+    make_tree_xml_safe(root)  # control characters in words or file names (xml_unsafe_count counts them)
     ET.indent(root, space=" ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

@@ -3,14 +3,62 @@
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
+from xml.etree import ElementTree as ET
 
 from varco_ocr.document import Document
 
 SOFTWARE_NAME = "varco-ocr"
+
+# What XML 1.0 forbids in text and attributes: C0 controls other than tab, newline and carriage
+# return, surrogate code points (never UTF-8) and U+FFFE / U+FFFF. A model can emit the controls
+# (\x0b, \x1b ...), file names can hold them, a server's JSON can carry lone surrogates.
+_XML_FORBIDDEN = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"  # stands where a character was: the reader sees that something was there
+
+
+def xml_safe(text: str) -> tuple[str, int]:
+    """``text`` with every character XML 1.0 forbids replaced by U+FFFD, and how many were."""
+    return _XML_FORBIDDEN.subn(REPLACEMENT, text)
+
+
+def make_tree_xml_safe(root: ET.Element) -> int:
+    """Make every text, tail and attribute value under ``root`` XML-safe (in place, see
+    ``xml_safe``); returns the number of characters replaced. Run on the finished tree, so no value
+    written by an exporter can escape it."""
+    replaced = 0
+    for el in root.iter():
+        if el.text:
+            el.text, n = xml_safe(el.text)
+            replaced += n
+        if el.tail:
+            el.tail, n = xml_safe(el.tail)
+            replaced += n
+        for key, value in el.attrib.items():
+            el.attrib[key], n = xml_safe(value)
+            replaced += n
+    return replaced
+
+
+def xml_unsafe_count(document: Document) -> int:
+    """How many characters of ``document`` the hOCR and ALTO exports replace by U+FFFD: those XML
+    1.0 forbids in the source name, the model name, page errors and word texts (each character
+    counted once, however often a format repeats it). For the run's notes."""
+    texts = [document.source, document.model or ""]
+    for page in document.pages:
+        texts.append(page.error or "")
+        texts.extend(w.text for w in page.words)
+    return sum(len(_XML_FORBIDDEN.findall(t)) for t in texts)
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with surrogate code points (which UTF-8 cannot encode) replaced by U+FFFD."""
+    return _SURROGATE.sub(REPLACEMENT, text)
 
 
 def software_version() -> str:

@@ -14,7 +14,7 @@ from typing import Sequence
 from xml.etree import ElementTree as ET
 
 from varco_ocr.document import Document, Page, write_atomic
-from varco_ocr.exporters.common import guess_language, ocr_system
+from varco_ocr.exporters.common import guess_language, make_tree_xml_safe, ocr_system
 
 CAPABILITIES = "ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_lang ocrp_wconf"
 _HEADER = (
@@ -44,6 +44,7 @@ def hocr_string(document: Document, image_name: str | None = None) -> str:
     body = ET.SubElement(html, "body")
     for n, page in enumerate(document.pages, start=1):
         body.append(_page_element(page, n, image_name or document.source, lang))
+    make_tree_xml_safe(html)  # control characters in words or file names (xml_unsafe_count counts them)
     ET.indent(html, space=" ")
     return _HEADER + ET.tostring(html, encoding="unicode") + "\n"
 

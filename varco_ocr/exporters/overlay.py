@@ -34,15 +34,21 @@ def draw_overlay(image: Image.Image, page: Page) -> Image.Image:
     return canvas
 
 
+def overlay_page_path(out_path: Path, index: int, single_page: bool) -> Path:
+    """The overlay of page ``index`` (0-based) given the base ``out_path`` (``NAME.overlay.png``):
+    the base itself for a single-page document, ``NAME.p0001.overlay.png`` ... otherwise."""
+    out_path = Path(out_path)
+    if single_page:
+        return out_path
+    name = out_path.name.removesuffix(".overlay.png")
+    return out_path.with_name(f"{name}.p{index + 1:04d}.overlay.png")
+
+
 def overlay_paths(out_path: Path, pages: list[Page]) -> list[Path]:
     """Output files for ``pages`` given the base ``out_path`` (``NAME.overlay.png``). Pages that
     could not be read get no overlay."""
-    out_path = Path(out_path)
     readable = [p for p in pages if p.error is None and p.width > 0]
-    if len(pages) == 1:
-        return [out_path] if readable else []
-    name = out_path.name.removesuffix(".overlay.png")
-    return [out_path.with_name(f"{name}.p{p.index + 1:04d}.overlay.png") for p in readable]
+    return [overlay_page_path(out_path, p.index, len(pages) == 1) for p in readable]
 
 
 def page_images(document: Document, source: Path, password: str | None = None) -> Iterator[tuple[Page, Image.Image]]:

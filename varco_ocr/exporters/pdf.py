@@ -3,10 +3,14 @@
 The technique follows what OCRmyPDF's hOCR renderer does (ideas, not code): every word is drawn in
 text render mode 3 (neither fill nor stroke, so invisible but selectable), its font size chosen so
 the font's ascent-to-descent span equals the word box height, and horizontally scaled (``Tz``) so
-its advance width equals the box width; between two words of a line a space glyph is stretched over
-the gap, so extractors see a real space there and none anywhere else. The font is pymupdf's built-in
-Droid Sans Fallback (``pymupdf.Font("cjk")``), embedded as a CID font with Identity-H encoding and a
-ToUnicode map, then subset, so Hangul, Hanja and Latin come back out exactly as the model read them.
+its advance width equals the box width; between two words of a line a space is stretched over the
+gap, so extractors see a real space there and none anywhere else. The font is the glyphless font of
+``varco_ocr.exporters.glyphless`` (one per output file, shared by its pages): every code point gets
+a CID whose ToUnicode entry is that exact code point, so any text the model read comes back out,
+with the exceptions ``layer_clusters`` documents (control characters). Right-to-left words are drawn
+in display order (``glyphless.visual_order``), as a typesetter would.
+
+Memory: see ``write_searchable_pdf`` (the output is flushed to disk every few pages).
 
 Coordinates: a word box in page pixels is first scaled to *visible* page points (the page as shown,
 rotation applied, origin at the crop box's top-left), then mapped into PDF user space by undoing the
@@ -20,15 +24,21 @@ import io
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Sequence
 
 from PIL import Image
 
 from varco_ocr.document import Document, Page, atomic_path
+from varco_ocr.exporters import glyphless
 from varco_ocr.exporters.common import ocr_system, resolve_source
+from varco_ocr.errors import InputError
+from varco_ocr.exporters.glyphless import ClusterCodes, grapheme_clusters, visual_order
 
 TEXT_FONT_NAME = "VarcoOCRText"  # resource name; unlikely to clash with the original page's fonts
 DEFAULT_IMAGE_DPI = 300.0  # page size of image inputs whose files record no resolution
+# Pages copied into the output before it is flushed to disk and reopened: bounds the export's memory
+# by this many pages' worth of source objects, whatever the length of the document (see module doc).
+FLUSH_EVERY_PAGES = 8
 
 Matrix6 = tuple[float, float, float, float, float, float]
 
@@ -37,31 +47,6 @@ Matrix6 = tuple[float, float, float, float, float, float]
 class PlacedWord:
     text: str
     box: tuple[float, float, float, float]  # visible page points, y down
-
-
-class FontMetrics(Protocol):
-    """What the text layer needs from a font: glyph ids, advances (in units of the font size), and
-    the ascent/descent that decide the font size for a box height."""
-
-    ascender: float
-    descender: float  # negative
-
-    def glyph(self, ch: str) -> int: ...
-
-    def advance(self, ch: str) -> float: ...
-
-
-class PymupdfFontMetrics:
-    def __init__(self, font) -> None:  # a pymupdf.Font
-        self._font = font
-        self.ascender = float(font.ascender)
-        self.descender = float(font.descender)
-
-    def glyph(self, ch: str) -> int:
-        return int(self._font.has_glyph(ord(ch)))
-
-    def advance(self, ch: str) -> float:
-        return float(self._font.glyph_advance(ord(ch)))
 
 
 def _num(v: float) -> str:
@@ -79,47 +64,55 @@ def _mul(m: Matrix6, n: Matrix6) -> Matrix6:
     return (a * A + b * C, a * B + b * D, c * A + d * C, c * B + d * D, e * A + f * C + E, e * B + f * D + F)
 
 
-def _drawable(text: str, font: FontMetrics) -> str:
-    """The word's characters the font can draw; a character without a glyph is tried in its NFKC
-    form (full-width forms, ligatures) and dropped otherwise (it would extract as nothing anyway)."""
+def layer_clusters(text: str) -> list[str]:
+    """What the text layer carries of ``text``: its grapheme clusters, in logical order.
+
+    Everything is carried exactly (format characters such as ZWJ, ZWNJ, ZWSP, LRM/RLM and the soft
+    hyphen included: pymupdf and poppler give them back), except what no PDF extractor gives back
+    faithfully: a control character that is whitespace (TAB, LF, CR, NEL, ...) becomes a space,
+    which is how every extractor reads it anyway (a word break); any other control character (C0/C1,
+    category Cc) and a lone surrogate (not encodable in the UTF-16 of a ToUnicode map) become
+    U+FFFD, so the text keeps a visible mark where the model wrote something unprintable instead of
+    MuPDF's arbitrary substitutes. The JSON keeps the exact text in all cases."""
     out = []
-    for ch in text:
-        if font.glyph(ch):
-            out.append(ch)
-        else:
-            out.extend(c for c in unicodedata.normalize("NFKC", ch) if font.glyph(c))
-    return "".join(out)
+    for cluster in grapheme_clusters(text):
+        if len(cluster) == 1 and unicodedata.category(cluster) == "Cc":
+            cluster = " " if cluster.isspace() else "\ufffd"
+        elif any(unicodedata.category(ch) == "Cs" for ch in cluster):
+            cluster = "".join("\ufffd" if unicodedata.category(ch) == "Cs" else ch for ch in cluster)
+        out.append(cluster)
+    return out
 
 
-def text_layer_operators(lines: Iterable[Sequence[PlacedWord]], font: FontMetrics, to_user_space: Matrix6) -> str:
-    """PDF content-stream operators drawing ``lines`` of words invisibly (pure; see module doc).
+def text_layer_operators(lines: Iterable[Sequence[PlacedWord]], codes: ClusterCodes, to_user_space: Matrix6) -> str:
+    """PDF content-stream operators drawing ``lines`` of words invisibly in the glyphless font
+    (pure apart from allocating CIDs in ``codes``; see module doc).
 
     ``to_user_space`` maps visible page points (y down) to PDF user space. Each word gets its own
     text matrix, so a slanted or ragged line still puts every word on its own box.
     """
     ops = ["q", "BT", "3 Tr"]
-    space_gid = font.glyph(" ")
-    span = font.ascender - font.descender
+    em = glyphless.ADVANCE / glyphless.UNITS_PER_EM  # every cluster's advance, in units of the font size
+    ascent, descent = glyphless.ASCENT / glyphless.UNITS_PER_EM, glyphless.DESCENT / glyphless.UNITS_PER_EM
     for line in lines:
-        words = [(w, _drawable(w.text, font)) for w in line]
-        words = [(w, t) for w, t in words if t and w.box[2] > w.box[0] and w.box[3] > w.box[1]]
-        for i, (word, text) in enumerate(words):
+        # Clusters are reordered for display, then drawn one CID per code point (see glyphless).
+        words = [(w, [ch for c in visual_order(layer_clusters(w.text)) for ch in c]) for w in line]
+        words = [(w, c) for w, c in words if c and w.box[2] > w.box[0] and w.box[3] > w.box[1]]
+        for i, (word, clusters) in enumerate(words):
             x1, y1, x2, y2 = word.box
-            size = (y2 - y1) / span
-            baseline = y2 + font.descender * size  # descender < 0: the baseline sits above the bottom
-            natural = sum(font.advance(ch) for ch in text) * size
+            size = (y2 - y1) / (ascent - descent)
+            baseline = y2 + descent * size  # descent < 0: the baseline sits above the bottom
+            natural = sum(0 if glyphless.is_mark(c) else 1 for c in clusters) * em * size
             if natural <= 0:
                 continue
             # Text space: x along the visible page, y up; (1, 0, 0, -1) flips our y-down page points.
             tm = _mul((1.0, 0.0, 0.0, -1.0, x1, baseline), to_user_space)
-            glyphs = "".join(f"{font.glyph(ch):04x}" for ch in text)
-            ops.append(f"/{TEXT_FONT_NAME} {_num(size)} Tf {_num(100 * (x2 - x1) / natural)} Tz {_matrix(tm)} Tm <{glyphs}> Tj")
-            if i + 1 < len(words) and space_gid:
+            ops.append(f"/{TEXT_FONT_NAME} {_num(size)} Tf {_num(100 * (x2 - x1) / natural)} Tz {_matrix(tm)} Tm <{codes.hex(clusters)}> Tj")
+            if i + 1 < len(words):
                 gap = words[i + 1][0].box[0] - x2
-                space = font.advance(" ") * size
-                if gap > 0 and space > 0:
-                    # The pen is at the word's right edge: stretch one space glyph to the next word.
-                    ops.append(f"{_num(100 * gap / space)} Tz <{space_gid:04x}> Tj")
+                if gap > 0:
+                    # The pen is at the word's right edge: stretch one space over the gap to the next word.
+                    ops.append(f"{_num(100 * gap / (em * size))} Tz <{codes.hex(' ')}> Tj")
     ops += ["ET", "Q"]
     return "\n".join(ops)
 
@@ -134,14 +127,79 @@ def _visible_lines(page: Page, scale_x: float, scale_y: float) -> list[list[Plac
     ]
 
 
-def _append_text_layer(out_doc, out_page, operators: str, font_buffer: bytes) -> None:
-    out_page.insert_font(fontname=TEXT_FONT_NAME, fontbuffer=font_buffer)
-    xref = out_doc.get_new_xref()
-    out_doc.update_object(xref, "<<>>")
-    out_doc.update_stream(xref, operators.encode("ascii"))
-    contents = out_page.get_contents()
-    refs = " ".join(f"{x} 0 R" for x in (*contents, xref))
-    out_doc.xref_set_key(out_page.xref, "Contents", f"[{refs}]")
+def _new_object(doc, source: str) -> int:
+    xref = doc.get_new_xref()
+    doc.update_object(xref, source)
+    return xref
+
+
+def _new_stream(doc, data: bytes, dictionary: str = "<<>>") -> int:
+    xref = _new_object(doc, dictionary)
+    doc.update_stream(xref, data)  # compressed (FlateDecode) by pymupdf
+    return xref
+
+
+@dataclass(frozen=True)
+class GlyphlessFontObjects:
+    """Object numbers of the one glyphless font of an output PDF. The ToUnicode CMap and the
+    CIDToGIDMap are filled in last, once every page's text has allocated its CIDs."""
+
+    font: int  # the Type0 font the pages' resources name
+    to_unicode: int
+    cid_to_gid: int
+    cid_font: int  # the CIDFontType2, whose /W gives combining marks zero width
+
+
+def _add_glyphless_font(doc) -> GlyphlessFontObjects:
+    ttf = glyphless.glyphless_truetype()
+    name = "/VarcoOCRGlyphless"
+    file_xref = _new_stream(doc, ttf, f"<< /Length1 {len(ttf)} >>")
+    descriptor = _new_object(
+        doc,
+        f"<< /Type /FontDescriptor /FontName {name} /Flags 4 "
+        f"/FontBBox [0 {glyphless.DESCENT} {glyphless.ADVANCE} {glyphless.ASCENT}] /ItalicAngle 0 "
+        f"/Ascent {glyphless.ASCENT} /Descent {glyphless.DESCENT} /CapHeight {glyphless.ASCENT} /StemV 80 "
+        f"/FontFile2 {file_xref} 0 R >>",
+    )
+    cid_to_gid = _new_stream(doc, glyphless.cid_to_gid_map(0))
+    cid_font = _new_object(
+        doc,
+        f"<< /Type /Font /Subtype /CIDFontType2 /BaseFont {name} "
+        "/CIDSystemInfo << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> "
+        f"/FontDescriptor {descriptor} 0 R /DW {glyphless.ADVANCE} /CIDToGIDMap {cid_to_gid} 0 R >>",
+    )
+    to_unicode = _new_stream(doc, glyphless.to_unicode_cmap({}))
+    font = _new_object(
+        doc,
+        f"<< /Type /Font /Subtype /Type0 /BaseFont {name} /Encoding /Identity-H "
+        f"/DescendantFonts [{cid_font} 0 R] /ToUnicode {to_unicode} 0 R >>",
+    )
+    return GlyphlessFontObjects(font, to_unicode, cid_to_gid, cid_font)
+
+
+def _finish_glyphless_font(doc, objects: GlyphlessFontObjects, codes: ClusterCodes) -> None:
+    doc.update_stream(objects.to_unicode, glyphless.to_unicode_cmap(codes.mapping))
+    doc.update_stream(objects.cid_to_gid, glyphless.cid_to_gid_map(codes.max_cid))
+    doc.xref_set_key(objects.cid_font, "W", glyphless.widths_array(codes.mapping))
+
+
+def _append_text_layer(doc, page, operators: str, font_xref: int) -> None:
+    # The font goes into the page's font dictionary, following an indirect /Resources or /Font
+    # (pymupdf's key paths do not); if that dictionary is shared with other pages, the name then
+    # names the same font on them, harmlessly.
+    owner, key = page.xref, "Resources"
+    kind, value = doc.xref_get_key(owner, key)
+    if kind == "xref":
+        owner, key = int(value.split()[0]), ""
+    font_key = f"{key}/Font" if key else "Font"
+    kind, value = doc.xref_get_key(owner, font_key)
+    if kind == "xref":
+        doc.xref_set_key(int(value.split()[0]), TEXT_FONT_NAME, f"{font_xref} 0 R")
+    else:
+        doc.xref_set_key(owner, f"{font_key}/{TEXT_FONT_NAME}", f"{font_xref} 0 R")
+    xref = _new_stream(doc, operators.encode("ascii"))
+    refs = " ".join(f"{x} 0 R" for x in (*page.get_contents(), xref))
+    doc.xref_set_key(page.xref, "Contents", f"[{refs}]")
 
 
 def _page_image_bytes(source: Path, page_index: int, password: str | None) -> tuple[bytes, Image.Image | None]:
@@ -166,54 +224,109 @@ def _page_image_bytes(source: Path, page_index: int, password: str | None) -> tu
     return buf.getvalue(), produced.image
 
 
-def searchable_pdf_bytes(document: Document, source: Path, password: str | None = None) -> bytes:
+def _open_source_pdf(source: Path, password: str | None):
+    import pymupdf
+
+    src = pymupdf.open(source, filetype="pdf")
+    if src.needs_pass and not src.authenticate(password or ""):
+        src.close()
+        raise ValueError(f"{source}: encrypted PDF; the right --password is needed to export it")
+    return src
+
+
+def _add_page(out, src, page: Page, source: Path, password: str | None, codes: ClusterCodes, font_xref: int, strip_old_layer: bool = False) -> None:
+    """Append ``page`` to ``out``: the source PDF's page as it is, or the page image, and over it
+    the page's words as the invisible text layer. A page whose words are the PDF's own text
+    (``--skip-text``) is copied as it is, without a second layer; with ``strip_old_layer`` a page
+    the model read loses any invisible text it had (an old OCR layer) before ours goes on."""
+    from varco_ocr.pdf_text import PDF_TEXT_SOURCE, strip_invisible_text_from_page
+
+    if src is not None:
+        # final=0 keeps pymupdf's map of objects already copied from ``src`` into ``out``, so what
+        # pages share (an ICC profile, fonts, a repeated image) is copied once, not once per page.
+        out.insert_pdf(src, from_page=page.index, to_page=page.index, final=0)
+        out_page = out[-1]
+        if page.source == PDF_TEXT_SOURCE:
+            return
+        if strip_old_layer:
+            try:
+                strip_invisible_text_from_page(out, out_page)
+            except ValueError as e:  # never a second layer silently beside the old one
+                raise ValueError(f"page {page.index + 1}: cannot remove its old text layer ({e})") from None
+        if page.width <= 0 or page.height <= 0 or not page.words:
+            return
+        out_page.wrap_contents()  # isolate the original's graphics state from our layer
+        rect = out_page.rect
+        d = out_page.derotation_matrix
+        crop = out_page.cropbox
+        to_user = _mul(
+            _mul((d.a, d.b, d.c, d.d, d.e, d.f), (1.0, 0.0, 0.0, 1.0, crop.x0, crop.y0)),
+            (1.0, 0.0, 0.0, -1.0, 0.0, out_page.mediabox.y1),
+        )
+        scale_x, scale_y = rect.width / page.width, rect.height / page.height
+    else:
+        dpi = page.dpi or DEFAULT_IMAGE_DPI
+        if page.width <= 0 or page.height <= 0:
+            out.new_page(width=612, height=792)  # a page that could not be read: keep the count
+            return
+        w_pt, h_pt = page.width * 72.0 / dpi, page.height * 72.0 / dpi
+        out_page = out.new_page(width=w_pt, height=h_pt)
+        try:
+            data, _ = _page_image_bytes(source, page.index, password)
+        except (ValueError, InputError):
+            if page.error is None:
+                raise
+            return  # a page that failed keeps its size but may not decode: blank, at that size
+        out_page.insert_image(out_page.rect, stream=data)
+        to_user = (1.0, 0.0, 0.0, -1.0, 0.0, h_pt)
+        scale_x = scale_y = 72.0 / dpi
+        if not page.words:
+            return
+    operators = text_layer_operators(_visible_lines(page, scale_x, scale_y), codes, to_user)
+    _append_text_layer(out, out_page, operators, font_xref)
+
+
+def write_searchable_pdf(document: Document, source: Path, path: Path, password: str | None = None, flush_every: int | None = None) -> None:
+    """Write the searchable PDF of ``document`` to ``path`` (a temporary path: the caller renames it).
+
+    Memory stays bounded whatever the source's size: every ``flush_every`` pages the output is
+    written to ``path`` (the first time in full, then as incremental updates) and reopened from
+    disk, so pages already copied are no longer held in memory; the source is read from its file
+    page by page. The glyphless font's ToUnicode map, complete only after the last page, goes in
+    the last update.
+    """
     import pymupdf
 
     from varco_ocr.inputs import looks_like_pdf
 
-    font = pymupdf.Font("cjk")
-    metrics = PymupdfFontMetrics(font)
-    out = pymupdf.open()
+    flush_every = flush_every or FLUSH_EVERY_PAGES
     is_pdf = source.suffix.lower() == ".pdf" or looks_like_pdf(source)
-    src = None
-    if is_pdf:
-        src = pymupdf.open(source, filetype="pdf")
-        if src.needs_pass and not src.authenticate(password or ""):
-            raise ValueError(f"{source}: encrypted PDF; the right --password is needed to export it")
+    src = _open_source_pdf(source, password) if is_pdf else None
+    codes = ClusterCodes()
+    # --skip-text / --redo-ocr: pages the model read must not keep an old OCR layer beside ours.
+    strip_old_layer = document.metadata.get("text_mode") in ("skip-text", "redo-ocr")
+    out = pymupdf.open()
     try:
-        for page in document.pages:
-            if src is not None:
-                out.insert_pdf(src, from_page=page.index, to_page=page.index)
-                out_page = out[-1]
-                out_page.wrap_contents()  # isolate the original's graphics state from our layer
-                rect = out_page.rect
-                if page.width <= 0 or page.height <= 0 or not page.words:
-                    continue
-                d = out_page.derotation_matrix
-                crop = out_page.cropbox
-                to_user = _mul(
-                    _mul((d.a, d.b, d.c, d.d, d.e, d.f), (1.0, 0.0, 0.0, 1.0, crop.x0, crop.y0)),
-                    (1.0, 0.0, 0.0, -1.0, 0.0, out_page.mediabox.y1),
-                )
-                scale_x, scale_y = rect.width / page.width, rect.height / page.height
-            else:
-                dpi = page.dpi or DEFAULT_IMAGE_DPI
-                if page.width <= 0 or page.height <= 0:
-                    out.new_page(width=612, height=792)  # a page that could not be read: keep the count
-                    continue
-                w_pt, h_pt = page.width * 72.0 / dpi, page.height * 72.0 / dpi
-                out_page = out.new_page(width=w_pt, height=h_pt)
-                data, _ = _page_image_bytes(source, page.index, password)
-                out_page.insert_image(out_page.rect, stream=data)
-                to_user = (1.0, 0.0, 0.0, -1.0, 0.0, h_pt)
-                scale_x = scale_y = 72.0 / dpi
-                if not page.words:
-                    continue
-            operators = text_layer_operators(_visible_lines(page, scale_x, scale_y), metrics, to_user)
-            _append_text_layer(out, out_page, operators, font.buffer)
+        font = _add_glyphless_font(out)
+        saved = False
+        for n, page in enumerate(document.pages, 1):
+            _add_page(out, src, page, source, password, codes, font.font, strip_old_layer)
+            if n % flush_every == 0 and n < len(document.pages):
+                # Copied pages live in memory until written: flush them and continue from the file.
+                out.save(path, incremental=saved, encryption=pymupdf.PDF_ENCRYPT_KEEP if saved else pymupdf.PDF_ENCRYPT_NONE, deflate=True)
+                saved = True
+                out.close()
+                out = pymupdf.open(path)
+                if src is not None:  # MuPDF keeps every object it parsed: start the source afresh too
+                    src.close()
+                    src = _open_source_pdf(source, password)
+                pymupdf.TOOLS.store_shrink(100)
+        _finish_glyphless_font(out, font, codes)
         out.set_metadata({"producer": ocr_system(document), "creator": ocr_system(document)})
-        out.subset_fonts()  # the full CJK font is 3.5 MB; the subset holds only the glyphs used
-        return out.tobytes(garbage=3, deflate=True)
+        if saved:
+            out.save(path, incremental=True, encryption=pymupdf.PDF_ENCRYPT_KEEP, deflate=True)
+        else:
+            out.save(path, garbage=3, deflate=True)
     finally:
         out.close()
         if src is not None:
@@ -231,7 +344,6 @@ def export_pdf(
     src = resolve_source(document, source, source_base)
     if src.resolve() == Path(out_path).resolve():
         raise ValueError(f"{out_path}: the searchable PDF would overwrite its own source")
-    data = searchable_pdf_bytes(document, src, password)
     with atomic_path(Path(out_path)) as tmp:
-        tmp.write_bytes(data)
+        write_searchable_pdf(document, src, tmp, password)
     return [Path(out_path)]
