@@ -416,6 +416,14 @@ class ServerBackend:
     >>> pages = backend.ocr_batch(images, indices=[0, 1, 2])
     """
 
+    # The batch runner renders pages for this backend in a thread, not a child process: the main
+    # thread only waits for the request workers here, and the process costs more than it offloads
+    # (shared-memory copies both sides, ~120 ms/page for an A4 page against 7-11 ms to render a text
+    # PDF page). Measured with the instant server of benchmarks/client_floor.py, 10 A4 pages, client
+    # CPU per page (wall per page): PNG scans 186-195 (297-362) ms in a process, 140-143 (204-276) ms
+    # in a thread; PDF pages 325-377 (578-945) ms against 239-240 (525-535) ms.
+    render_in_thread = True
+
     def __init__(
         self,
         urls: Sequence[str],
