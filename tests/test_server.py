@@ -456,3 +456,49 @@ def test_ask_through_the_server_streams_the_same_text(transformers_server, taugh
     assert [s["page"] for s in record["sources"]] == [1, 1] and record["model"] == str(taught_models["ordinary"])
     assert record["tokens"]["prompt"] > 2 * 577 and 1 <= record["tokens"]["answer"] <= 12
     assert record["tokens"]["visual"] is None  # the server reports only totals
+
+
+@pytest.mark.parametrize("kind", ["grey", "colour", "grey but one pixel"])
+def test_the_server_sees_exactly_the_pages_pixels_grey_pages_as_one_channel(kind):
+    """A grey page is sent as a single-channel PNG; transformers' own image loading (what
+    `transformers serve` runs; vLLM also converts to RGB with Pillow) gives back exactly the RGB
+    pixels the local engine reads, for grey and colour pages alike."""
+    import base64
+    import io
+
+    from PIL import ImageDraw
+    from transformers.image_utils import load_image as hf_load_image
+
+    from varco_ocr.server import image_data_url
+
+    page = Image.new("RGB", (320, 200), (247, 247, 247))
+    ImageDraw.Draw(page).text((10, 80), "TOTAL 12,000", fill=(12, 12, 12))
+    if kind == "colour":
+        ImageDraw.Draw(page).rectangle((200, 20, 300, 60), fill=(200, 30, 40))
+    elif kind == "grey but one pixel":
+        page.putpixel((5, 199), (90, 91, 90))
+    url = image_data_url(page)
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.mode == ("L" if kind == "grey" else "RGB")
+    seen = hf_load_image(url)
+    assert seen.mode == "RGB" and seen.size == page.size and seen.tobytes() == page.tobytes()
+
+
+def test_grey_detection_round_trips_any_page():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from transformers.image_utils import load_image as hf_load_image
+
+    from varco_ocr.server import image_data_url
+
+    pixel = st.one_of(st.integers(0, 255).map(lambda v: (v, v, v)), st.tuples(*[st.integers(0, 255)] * 3))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 12), st.integers(1, 70), st.data())
+    def round_trip(w, h, data):
+        pixels = data.draw(st.lists(pixel, min_size=w * h, max_size=w * h))
+        page = Image.new("RGB", (w, h))
+        page.putdata(pixels)
+        assert hf_load_image(image_data_url(page)).tobytes() == page.tobytes()
+
+    round_trip()

