@@ -502,3 +502,40 @@ def test_grey_detection_round_trips_any_page():
         assert hf_load_image(image_data_url(page)).tobytes() == page.tobytes()
 
     round_trip()
+
+
+def test_a_page_file_the_model_reads_as_it_is_is_sent_as_its_own_bytes(fake_servers, tmp_path):
+    """An RGB PNG or JPEG that needs no change (no EXIF rotation, no upscale) is sent as the file's
+    own bytes, which transformers' image loading decodes to the pixels the local engine reads; a
+    rotated JPEG and a small PNG (upscaled) are sent as the prepared pixels."""
+    import base64
+
+    from PIL import ImageDraw
+    from transformers.image_utils import load_image as hf_load_image
+
+    from varco_ocr.preprocessing import load_image, prepare_for_model
+
+    fake = fake_servers()
+    page = Image.new("RGB", (2400, 1700), "white")
+    ImageDraw.Draw(page).text((100, 100), "SUBTOTAL 9,900", fill=(20, 20, 90))
+    rotated = Image.Exif()
+    rotated[0x0112] = 6
+    files = {"png": tmp_path / "page.png", "jpeg": tmp_path / "page.jpg", "rotated": tmp_path / "rotated.jpg",
+             "small": tmp_path / "small.png"}
+    page.save(files["png"])
+    page.save(files["jpeg"], quality=90)
+    page.save(files["rotated"], quality=90, exif=rotated.tobytes())
+    page.resize((600, 425)).save(files["small"])
+    backend = ServerBackend([fake.url], model="m", retries=0)
+    try:
+        for name, path in files.items():
+            before = len(fake.requests)
+            (result,) = backend.ocr_batch([load_image(path)], indices=[0])
+            assert result.error is None, result.error
+            url = fake.requests[before]["messages"][0]["content"][0]["image_url"]["url"]
+            sent = base64.b64decode(url.split(",", 1)[1])
+            expected = prepare_for_model(load_image(path))
+            assert hf_load_image(url).tobytes() == expected.tobytes(), name
+            assert (sent == path.read_bytes()) == (name in ("png", "jpeg")), name
+    finally:
+        backend.close()

@@ -284,6 +284,37 @@ def image_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+_STORED_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+
+
+def stored_data_url(image: Image.Image) -> str | None:
+    """The file ``image`` was decoded from, as a data URL, when that file is exactly what the model
+    reads: a PNG or JPEG opened from a file and used as it is (``load_image`` and the upscale
+    returned it unchanged: RGB, no EXIF rotation to apply, large enough), without transparency.
+    The server decodes it to the same pixels (Pillow, then ``convert("RGB")``: a no-op on RGB);
+    nothing is decoded or encoded here. None otherwise (the pixels are encoded instead)."""
+    from PIL import ImageFile
+
+    kind = _STORED_TYPES.get(getattr(image, "format", None) or "")
+    filename = getattr(image, "filename", None)
+    if not (isinstance(image, ImageFile.ImageFile) and kind and filename and image.mode == "RGB"):
+        return None
+    try:
+        if "transparency" in image.info or getattr(image, "n_frames", 1) != 1:
+            return None
+        with open(filename, "rb") as f:
+            data = f.read()
+    except (OSError, ValueError):  # gone since it was decoded, or unreadable: send the pixels we have
+        return None
+    return f"data:{kind};base64," + base64.b64encode(data).decode("ascii")
+
+
+def page_data_url(image: Image.Image) -> str:
+    """What to send for a prepared page: the file's own bytes when they are the page as the model
+    reads it (``stored_data_url``), else the pixels as PNG (``image_data_url``)."""
+    return stored_data_url(image) or image_data_url(image)
+
+
 def ocr_request(model: str, image_url: str, max_tokens: int) -> dict[str, Any]:
     """The chat-completions body for one page (as the model card: image then ``<ocr>``, greedy)."""
     return {
@@ -706,7 +737,7 @@ class ServerBackend:
         """One prepared image -> the engine's Generation (text, limit flag, confidences)."""
         from varco_ocr.engine import Generation
 
-        body = ocr_request(self.model_name, image_data_url(image), max_new_tokens or self.max_new_tokens)
+        body = ocr_request(self.model_name, page_data_url(image), max_new_tokens or self.max_new_tokens)
         answer = self._with_retries(lambda server: self._chat(server, body), "OCR request")
         return Generation(text=answer.text, hit_token_limit=answer.hit_token_limit, looped=False, confidences=answer.confidences)
 
