@@ -90,6 +90,19 @@ def test_page_budget_is_checked_before_rendering(samples, tmp_path):
         ask.collect_pages([bad])
 
 
+def test_page_budget_advice_fits_what_was_given(samples):
+    # --pages cannot help with separate images: say how many fit.
+    assert ask.budget_error(13, 13, 0, 12) == (
+        "13 separate images are over the budget of 12 images in one question; give at most 12 of them "
+        "(--pages selects pages of PDFs and TIFFs only), or raise --max-images")
+    # Beside separate images, the suggested --pages must itself fit (before: --pages 1-12 for 12 + 1 images).
+    assert ask.budget_error(14, 10, 1, 12).endswith("(e.g. --pages 1-2 beside the 10 separate images) or raise --max-images")
+    assert "--pages 1-6)" in ask.budget_error(30, 0, 2, 12)
+    assert "leave no room" in ask.budget_error(15, 12, 3, 12)
+    with pytest.raises(ask.AskError, match=r"^14 separate images are over the budget of 12"):
+        ask.collect_pages([samples / "receipt.png"] * 14)
+
+
 # -- the model -------------------------------------------------------------------------------------
 
 
@@ -100,7 +113,14 @@ def test_one_image_gets_full_anyres_tokens_as_the_model_expects(engine, samples)
     assert inputs["pixel_values"].shape[1] > 1  # tiles beyond the base tile: AnyRes
     assert visual == model_visual_tokens(engine, inputs) > 577
     answer = asker.ask("What is the total?", max_new_tokens=8)
-    assert isinstance(answer.text, str) and 1 <= answer.answer_tokens <= 8
+    assert 1 <= answer.answer_tokens <= 8
+    # the answer is the model's own greedy continuation of exactly these inputs, decoded
+    import torch
+
+    with torch.inference_mode():
+        out = engine.model.generate(**inputs, max_new_tokens=answer.answer_tokens, do_sample=False)
+    expected = engine.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert answer.text == expected.strip() or answer.text == expected
     assert answer.visual_tokens == visual and answer.prompt_tokens > visual
 
 
@@ -145,7 +165,9 @@ def test_cli_three_page_pdf_json_record(tiny_model_dir, samples):
     assert [s["page"] for s in record["sources"]] == [1, 2, 3]
     assert record["model"] == str(tiny_model_dir)
     assert record["tokens"]["visual"] == 3 * 577 and record["tokens"]["answer"] >= 1
-    assert isinstance(record["answer"], str)
+    plain = run_cli("ask", samples / "three-pages.pdf", "계약 기간은 언제부터 언제까지인가요?", "--dpi", "72",
+                    "--model", tiny_model_dir, *FAST)
+    assert plain.exit_code == 0 and record["answer"] + "\n" == plain.stdout  # the same answer as printed
 
 
 def test_cli_stream_prints_the_same_text(tiny_model_dir, three_images):
@@ -186,6 +208,16 @@ def test_cli_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, three_imag
     assert not_a_model.exit_code == 2 and "cannot load model" in not_a_model.stderr
     for res in (missing, empty, not_a_model):
         assert len(error_lines(res)) == 1 and "Traceback" not in res.output, res.stderr
+
+
+def test_cli_forgotten_question_is_named(tmp_path, three_images):
+    # Before: "give at least one image, PDF or TIFF before the question" (the file was taken for the question).
+    for args in ([three_images[0]], three_images[:2]):
+        res = run_cli("ask", *args, "--model", tmp_path / "never-loaded")
+        assert res.exit_code == 2
+        assert error_lines(res) == [
+            f"varco-ocr: the question is missing: the last argument, {args[-1]}, is a file; put the question after "
+            f"the files, e.g. varco-ocr ask {args[-1]} \"What is the total?\""]
 
 
 def test_cli_model_whose_template_drops_images_is_refused(tiny_model_dir, tmp_path, three_images):

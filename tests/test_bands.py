@@ -96,10 +96,11 @@ def test_reread_of_a_simulated_reader_recovers_every_word():
 
 
 @pytest.mark.slow
-def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(tiny_model_dir):
-    """The real engine on the tiny model: a 4-token budget truncates the page; with split_truncated the
-    engine generates once more per planned band (records what generate was given, runs it for real),
-    and the page holds exactly the merge of the bands' words."""
+def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(taught, samples):
+    """The real engine on the taught model: a 70-token budget cuts the dense sample after its first word;
+    with split_truncated the engine generates once more per band planned from how far the
+    first answer got (records what generate was given, runs it for real), and the page holds exactly
+    the merge of the bands' words."""
     import torch
 
     from varco_ocr import OCREngine
@@ -107,10 +108,11 @@ def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(tiny_model_d
     from varco_ocr.engine import page_words
 
     torch.set_num_threads(1)
-    image = Image.new("RGB", (384, 300), "white")
-    engine = OCREngine(str(tiny_model_dir), max_new_tokens=4, min_long_side=384, max_grid=2, loop_guard=False)
+    image = Image.open(samples / "dense-page.png").convert("RGB")
+    engine = OCREngine(str(taught.path), **{**taught.engine_args, "max_new_tokens": 70})
     first = engine.ocr(image)
     assert first.truncated
+    assert [(w.text, w.bbox) for w in first.words] == list(taught.page("dense-page").words[:1])
     engine.split_truncated = True
     calls = []
     real_generate = engine.generate
@@ -122,10 +124,11 @@ def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(tiny_model_d
 
     engine.generate = recording_generate
     page = engine.ocr_batch([image], batch_size=8)[0]
-    bands = plan_bands(300, band_count(300, max((w.bbox[3] for w in first.words), default=0)), default_overlap(300))
-    assert len(calls) == 2 and [size for size, _ in calls[1]] == [(384, b.height) for b in bands]
+    bands = plan_bands(184, band_count(184, max(w.bbox[3] for w in first.words)), default_overlap(184))
+    assert len(bands) >= 2
+    assert len(calls) == 2 and [size for size, _ in calls[1]] == [(910, b.height) for b in bands]
     band_words = [page_words(gen, *size)[0] for size, gen in calls[1]]
-    expected = merge_band_words(bands, band_words, 300)
+    expected = merge_band_words(bands, band_words, 184)
     assert sorted((w.text, w.bbox) for w in page.words) == sorted((w.text, w.bbox) for w in expected)
     assert page.truncated == any(page_words(gen, *size)[1] for size, gen in calls[1])
-    assert (page.width, page.height) == (384, 300)
+    assert (page.width, page.height) == (910, 184)

@@ -86,35 +86,53 @@ def test_parse_grounding(tmp_path):
 
 
 @pytest.mark.slow
-def test_ocr_json_with_tiny_model(tiny_model_dir, samples):
-    proc = run(samples / "receipt.png", "--json", "--model", tiny_model_dir, "--keep-raw", *FAST)
+def test_ocr_json_with_the_taught_model(taught, samples):
+    proc = run(samples / "receipt.png", "--json", "--keep-raw", *taught.cli_args)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["version"] and doc["model"] == str(tiny_model_dir)
-    page = doc["pages"][0]
-    assert (page["width"], page["height"]) == Image.open(samples / "receipt.png").size
-    for key in ("index", "words", "lines", "blocks", "text", "truncated", "raw"):
-        assert key in page
+    assert doc["version"] and doc["model"] == str(taught.path)
+    (page,) = doc["pages"]
+    assert (page["width"], page["height"]) == Image.open(samples / "receipt.png").size == (440, 520)
+    assert [(w["text"], w["bbox"]) for w in page["words"]] == taught.words("receipt")
+    assert all(0.5 < w["confidence"] <= 1.0 for w in page["words"])
+    assert page["text"] == "카페 마포점\n서울특별시 마포구 백범로 35" and not page["truncated"]
+    assert page["raw"] == taught.page("receipt").answer  # the answer as the model gave it (bottom-right first)
+    # plain text on stdout without --json: the reading-order text
+    text = run(samples / "receipt.png", *taught.cli_args)
+    assert text.returncode == 0 and text.stdout == "카페 마포점\n서울특별시 마포구 백범로 35\n"
 
 
 @pytest.mark.slow
-def test_several_inputs_to_output_folder_and_bad_file_exit_code(tiny_model_dir, samples, tmp_path):
+def test_several_inputs_to_output_folder_and_bad_file_exit_code(taught, samples, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really")
     out = tmp_path / "out"
     proc = run("ocr", samples / "receipt.png", bad, samples / "dense-page.png", "-o", out, "--json",
-               "--model", tiny_model_dir, "--batch-size", "2", *FAST)
+               "--batch-size", "2", *taught.cli_args)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "broken.jpg" in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["dense-page.json", "receipt.json", "varco-ocr.log.jsonl"]
-    doc = json.loads((out / "receipt.json").read_text(encoding="utf-8"))
-    assert doc["source"].endswith("receipt.png")
+    for name in ("receipt", "dense-page"):
+        doc = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        assert doc["source"].endswith(f"{name}.png")
+        assert [(w["text"], w["bbox"]) for w in doc["pages"][0]["words"]] == taught.words(name)
 
 
-def test_missing_model_is_one_line_naming_the_fix(samples, tmp_path):
-    proc = run(samples / "receipt.png", "--model", tmp_path / "no-such-model", env={"HF_HUB_OFFLINE": "1"})
-    (line,) = assert_one_line_error(proc, 2)
-    assert "--model PATH" in line and "HF_HUB_OFFLINE" in line
+def test_missing_model_folder_is_named_as_such(samples, tmp_path):
+    # The folder does not exist: not the hub's "Repo id must use alphanumeric chars", not "pass --model PATH".
+    for extra in ([], ["-o", tmp_path / "out"]):  # the stdout path and the batch runner say the same
+        proc = run(samples / "receipt.png", "--model", "./no-such-model", *extra)
+        assert assert_one_line_error(proc, 2) == ["varco-ocr: no such model folder: ./no-such-model"]
+
+
+@pytest.mark.parametrize("extra", [[], ["-o", "{tmp}/out"]])  # stdout path, and the batch runner (which wraps the error)
+def test_uncached_hub_model_offline_names_the_download_not_the_variable(samples, tmp_path, extra):
+    extra = [a.format(tmp=tmp_path) for a in extra]
+    proc = run(samples / "receipt.png", "--model", "varco-ocr-tests/not-a-cached-model", *extra, env={"HF_HUB_OFFLINE": "1"})
+    assert assert_one_line_error(proc, 2) == [
+        "varco-ocr: cannot load model 'varco-ocr-tests/not-a-cached-model': it is not in the Hugging Face cache and "
+        "HF_HUB_OFFLINE is set; download the weights first (`hf download varco-ocr-tests/not-a-cached-model`, with a "
+        "network), or pass --model PATH for a local model folder"]
 
 
 def test_missing_input_file(tmp_path):
@@ -126,3 +144,93 @@ def test_missing_input_file(tmp_path):
 def test_usage_error_exit_code():
     proc = run("parse", "-", stdin=ANSWER)  # neither --image nor --size
     assert_one_line_error(proc, 2)
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from varco_ocr.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+CUT = ["--min-long-side", "384", "--max-grid", "2", "--max-new-tokens", "4"]  # the tiny model never ends in 4 tokens
+
+
+@pytest.mark.slow
+def test_text_mode_names_truncated_pages_on_stderr(tiny_model_dir, samples):
+    from varco_ocr.cli import TRUNCATED_NOTE
+
+    text = invoke("ocr", samples / "receipt.png", "--model", tiny_model_dir, *CUT)
+    assert text.exit_code == 0, text.output
+    assert [l for l in text.stderr.splitlines() if l.startswith("varco-ocr:")] == [
+        f"varco-ocr: {samples / 'receipt.png'}: page 1: {TRUNCATED_NOTE}"]
+    assert "--split-truncated" in TRUNCATED_NOTE
+    as_json = invoke("ocr", samples / "receipt.png", "--json", "--model", tiny_model_dir, *CUT)
+    assert json.loads(as_json.stdout)["pages"][0]["truncated"] is True  # the JSON says it itself
+    assert "varco-ocr:" not in as_json.stderr
+
+
+@pytest.mark.slow
+def test_ground_at_the_token_limit_is_truncated(tiny_model_dir, samples):
+    # Before: "truncated": false, since the flag came from the text alone.
+    res = invoke("ground", samples / "receipt.png", "the total", "--json", "--model", tiny_model_dir, *CUT)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["truncated"] is True
+    text = invoke("ground", samples / "receipt.png", "the total", "--model", tiny_model_dir, *CUT)
+    assert [l for l in text.stderr.splitlines() if l.startswith("varco-ocr:")] == [
+        "varco-ocr: the answer was cut short at 4 tokens (or by the loop guard), boxes may be missing; "
+        "raise --max-new-tokens"]
+
+
+@pytest.mark.slow
+def test_ask_text_answer_at_the_token_limit_is_said_on_stderr(tiny_model_dir, samples):
+    args = ["ask", samples / "receipt.png", "What is the total?", "--model", tiny_model_dir, *CUT]
+    text, as_json = invoke(*args), invoke(*args, "--json")
+    assert json.loads(as_json.stdout)["hit_token_limit"] is True
+    assert [l for l in text.stderr.splitlines() if l.startswith("varco-ocr:")] == [
+        "varco-ocr: the answer stopped at the token limit (4) and may be incomplete; raise --max-new-tokens"]
+    assert "varco-ocr:" not in as_json.stderr
+
+
+def run_with_stderr_on_a_terminal(*args) -> tuple[str, str]:
+    """Run varco-ocr with stdout piped and stderr on a pseudo-terminal; (stdout, what the terminal got)."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "varco_ocr", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=slave, cwd=REPO, env={**os.environ, "COLUMNS": "120"})
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read() -> None:  # drain the terminal so a chatty child never blocks on a full pty buffer
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed its end
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    out, _ = proc.communicate(timeout=600)
+    reader.join(30)
+    os.close(master)
+    assert proc.returncode == 0, b"".join(chunks)
+    return out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_on_a_terminal_and_nothing_when_piped(tiny_model_dir, samples):
+    args = [samples / "receipt.png", samples / "dense-page.png", "--model", tiny_model_dir, *FAST]
+    out, terminal = run_with_stderr_on_a_terminal(*args)
+    assert "2/2" in terminal and "pages" in terminal and "tokens/s" in terminal
+    piped = run(*args)
+    assert piped.returncode == 0, piped.stderr
+    assert "tokens/s" not in piped.stderr and "2/2" not in piped.stderr
+    # transformers' weight-loading bar follows the same rule (before: two "Loading weights" lines in piped stderr).
+    assert "Loading weights" not in piped.stderr
+    assert piped.stdout == out  # the progress never reaches the output

@@ -1,4 +1,5 @@
-"""The local engine on the tiny random-weight model: the real transformers path, end to end."""
+"""The local engine, the real transformers path end to end: the random-weight tiny model for prompts and
+token counts, the taught tiny model (tests/conftest.py) for what is read: words, boxes, order, confidences."""
 
 import threading
 
@@ -42,28 +43,87 @@ def test_2304_square_costs_5832_visual_tokens_in_processor_and_model(tiny_model_
     assert n_prompt == n_model == 5832
 
 
-def test_ocr_returns_page_in_original_pixels(engine):
-    page = engine.ocr(Image.new("RGB", (300, 120), "white"), index=3)
-    assert (page.index, page.width, page.height) == (3, 300, 120)
-    for w in page.words:
-        assert 0 <= w.bbox[0] <= w.bbox[2] <= 300 and 0 <= w.bbox[1] <= w.bbox[3] <= 120
-        assert w.confidence is None or 0.0 <= w.confidence <= 1.0
+@pytest.fixture(scope="module")
+def taught_engine(taught):
+    return OCREngine(str(taught.path), **taught.engine_args)
 
 
-def test_token_limit_flags_truncated(engine):
-    gen = engine.generate([Image.new("RGB", (384, 384), "white")], "<ocr>", max_new_tokens=3)[0]
-    assert isinstance(gen, Generation)
-    assert gen.hit_token_limit or gen.looped or len(gen.text) < 3
+def words_of(page):
+    return [(w.text, w.bbox) for w in page.words]
 
 
-def test_batch_equals_one_by_one(engine, samples):
+def test_ocr_reads_the_taught_words_in_reading_order_in_original_pixels(taught_engine, taught, samples):
+    receipt = taught.page("receipt")
+    page = taught_engine.ocr(samples / "receipt.png", index=3)
+    assert (page.index, page.width, page.height, page.truncated) == (3, 440, 520, False)
+    # the model answers bottom-right first; the page is in reading order, lines as on the receipt
+    assert taught_engine.generate([Image.open(samples / "receipt.png").convert("RGB")], "<ocr>")[0].text.startswith("<char>35</char>")
+    assert words_of(page) == list(receipt.words)
+    assert [[w.text for w in line.words] for line in page.lines] == [["카페", "마포점"], ["서울특별시", "마포구", "백범로", "35"]]
+    assert page.text == "카페 마포점\n서울특별시 마포구 백범로 35"
+    assert all(0.5 < w.confidence <= 1.0 for w in page.words)
+    # a page the model sees upscaled (192x80 -> 384x160, a taught size): boxes in the original's pixels
+    small = taught_engine.ocr(Image.new("RGB", (192, 80), "white"))
+    assert (small.width, small.height) == (192, 80)
+    assert words_of(small) == [("TOTAL", (19, 16, 86, 24)), ("합계", (96, 17, 154, 26)), ("12,000", (23, 48, 77, 56))]
+
+
+def test_confidence_is_the_chosen_tokens_probability(taught_engine, samples):
+    """Each word's confidence is the minimum, over its text tokens, of the probability the model gave
+    the token it chose (softmax of the logits), computed here independently by one forward pass over
+    the prompt and the answer. sigmoid(max logit) or a mean would differ."""
+    image = Image.open(samples / "dense-page.png").convert("RGB")
+    gen = taught_engine.generate([image], "<ocr>")[0]
+    page = taught_engine.page_from_generation(gen, width=image.width, height=image.height)
+    tok = taught_engine.processor.tokenizer
+    inputs = taught_engine.processor(images=[[image]], text=[taught_engine.prompt("<ocr>") + gen.text], return_tensors="pt")
+    prompt_len = taught_engine.processor(images=[[image]], text=[taught_engine.prompt("<ocr>")], return_tensors="pt")["input_ids"].shape[1]
+    with torch.inference_mode():
+        logits = taught_engine.model(**inputs).logits[0]
+    ids = inputs["input_ids"][0].tolist()
+    probs = torch.softmax(logits.float(), dim=-1)
+    expected, current = [], None
+    for pos in range(prompt_len, len(ids)):
+        token = tok.convert_ids_to_tokens(ids[pos])
+        if token == "<char>":
+            current = []
+        elif token == "</char>":
+            expected.append(min(current))
+            current = None
+        elif current is not None:
+            current.append(float(probs[pos - 1, ids[pos]]))
+    assert len(expected) == len(page.words) == 5
+    assert [w.confidence for w in page.words] == pytest.approx(expected, abs=2e-4)
+    assert min(expected) < 0.99  # not all 1.0: the comparison can tell formulas apart
+
+
+def test_token_limit_flags_truncated(taught_engine, samples):
+    image = Image.open(samples / "dense-page.png").convert("RGB")
+    full = taught_engine.generate([image], "<ocr>")[0]
+    assert not full.hit_token_limit and not full.looped and full.text.count("<char>") == 5
+    # a budget that ends a few tokens into the second entry
+    first_entry = full.text.split("\n")[0] + "\n"
+    budget = len(taught_engine.processor.tokenizer(first_entry, add_special_tokens=False)["input_ids"]) + 3
+    cut = taught_engine.generate([image], "<ocr>", max_new_tokens=budget)[0]
+    assert cut.hit_token_limit and not cut.looped and full.text.startswith(cut.text)
+    page = taught_engine.page_from_generation(cut, width=image.width, height=image.height)
+    assert page.truncated and words_of(page) == [("VARCO-VISION-2.0", (43, 39, 170, 59))]
+
+
+def test_batch_equals_one_by_one(taught_engine, taught, samples):
+    """Pages of different sizes (different prompt lengths: left padding matters) and answers of
+    different lengths (finished rows are padded while others generate)."""
     images = [
         Image.open(samples / "receipt.png"),
-        Image.new("RGB", (200, 90), (240, 240, 240)),
+        Image.new("RGB", (384, 96), "white"),
         Image.open(samples / "dense-page.png"),
+        Image.new("RGB", (384, 160), "white"),
     ]
-    one_by_one = [engine.ocr(im, index=i) for i, im in enumerate(images)]
-    batched = engine.ocr_batch(images, batch_size=3, indices=[0, 1, 2])
+    names = ["receipt", "blank-384x96", "dense-page", "blank-384x160"]
+    one_by_one = [taught_engine.ocr(im, index=i) for i, im in enumerate(images)]
+    assert [words_of(p) for p in one_by_one] == [list(taught.page(n).words) for n in names]
+    assert not any(p.truncated for p in one_by_one)
+    batched = taught_engine.ocr_batch(images, batch_size=4, indices=[0, 1, 2, 3])
     assert batched == one_by_one
 
 
@@ -83,8 +143,43 @@ def test_keep_raw_and_page_assembly_from_a_known_answer(engine):
 
 
 def test_not_a_model_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelLoadError, match="--model PATH"):
-        OCREngine(str(tmp_path / "nowhere"))
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError) as info:
+        OCREngine(missing)
+    # A path the user typed is not sent to the hub as a repo id, and no hub advice follows.
+    assert str(info.value) == f"no such model folder: {missing}"
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_library_errors_speak_of_the_parameter_not_the_cli_flag(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as info:
+        OCREngine("varco-ocr-tests/not-a-cached-model")
+    message = str(info.value)
+    assert "OCREngine(model=...)" in message and "--model" not in message
+    assert "--model PATH" in info.value.cli_message() and "OCREngine" not in info.value.cli_message()
+    # HF_HUB_OFFLINE is already set: advising to set it would point the wrong way.
+    assert "set HF_HUB_OFFLINE" not in message and "HF_HUB_OFFLINE is set" in message
+    assert "hf download varco-ocr-tests/not-a-cached-model" in message
+
+
+def test_unreachable_hub_fails_at_once(monkeypatch):
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="unreachable") as info:
+        OCREngine("varco-ocr-tests/not-a-cached-model")
+    assert time.monotonic() - start < 5
+    assert "and set HF_HUB_OFFLINE=1" in str(info.value)
 
 
 def _pages(samples):
@@ -97,16 +192,21 @@ def _pages(samples):
     ]
 
 
-def test_prefetch_on_and_off_give_the_same_pages(tiny_model_dir, samples):
-    """The next batch is prepared in a thread with a copy of the processor: the raw answers, words,
-    boxes and confidences are those of the engine preparing every batch itself."""
-    images = _pages(samples)
+def test_prefetch_on_and_off_give_the_same_pages(taught_engine, taught, samples):
+    """The next batch is prepared in a thread with a copy of the processor: the pages (the taught
+    words, boxes, confidences) are those of the engine preparing every batch itself."""
+    images = [Image.open(samples / "receipt.png"), Image.new("RGB", (384, 96), "white"),
+              Image.open(samples / "dense-page.png"), Image.new("RGB", (384, 160), "white")]
+    names = ["receipt", "blank-384x96", "dense-page", "blank-384x160"]
     results = {}
-    for prefetch in (True, False):
-        eng = OCREngine(str(tiny_model_dir), max_new_tokens=24, min_long_side=384, max_grid=2, keep_raw=True, prefetch=prefetch)
-        results[prefetch] = eng.ocr_batch(images, batch_size=2, indices=list(range(5)))
+    try:
+        for prefetch in (True, False):
+            taught_engine.prefetch = prefetch
+            results[prefetch] = taught_engine.ocr_batch(images, batch_size=2, indices=list(range(4)))
+    finally:
+        taught_engine.prefetch = True
+    assert [words_of(p) for p in results[True]] == [list(taught.page(n).words) for n in names]
     assert results[True] == results[False]
-    assert [p.raw for p in results[True]] == [p.raw for p in results[False]] and all(p.raw for p in results[True])
 
 
 def test_the_next_batch_is_prepared_while_this_one_generates(engine, samples, monkeypatch):

@@ -212,3 +212,14 @@ def test_flat_words_on_one_baseline_form_one_line():
     words = [W("a", 10, 50, 40, 50), W("b", 50, 50, 80, 50), W("c", 90, 50, 120, 50),
              W("d", 10, 100, 40, 120), W("e", 50, 110, 80, 110), W("f", 10, 200, 40, 200)]
     assert [line.text for line in group_lines(shuffled(words))] == ["a b c", "d e", "f"]
+
+def test_three_columns_try_the_widest_gutter_first():
+    """A text column A beside a narrow quantity column B and a price column C (B and C are a table:
+    each row reads quantity then price). The widest gutter (A | B, 170 px) is the column break; B is
+    too narrow to be a column of its own, so B and C stay rows. Trying the narrowest gutter first
+    (B | C, 30 px) would cut C off and pair A's lines with B's: A0, B0, A1, B1, ..., then C0..C4."""
+    cols = {"A": (140, 410), "B": (580, 600), "C": (630, 890)}
+    words = [Word(f"{name}{row}", (x0, 10 + 30 * row, x1, 30 + 30 * row)) for name, (x0, x1) in cols.items() for row in range(5)]
+    page = build_page(words, index=0, width=1000, height=200)
+    assert [w.text for w in page.words] == [f"A{r}" for r in range(5)] + [f"{c}{r}" for r in range(5) for c in "BC"]
+    assert [[w.text for w in line.words] for line in page.blocks[1].lines] == [[f"B{r}", f"C{r}"] for r in range(5)]

@@ -11,7 +11,9 @@ from varco_ocr.preprocessing import load_image, prepare_for_model, to_rgb, upsca
 def test_upscale_rule_matches_model_card():
     # factor 2304 / max(w, h), sizes truncated with int()
     assert upscaled_size(1000, 500) == (2304, 1152)
-    assert upscaled_size(777, 333) == (2304, int(333 * 2304 / 777))
+    assert upscaled_size(777, 333) == (2304, 987)  # 987.43
+    assert upscaled_size(1000, 334) == (2304, 769)  # 769.54: truncated, not rounded to 770
+    assert upscaled_size(100, 334, 384) == (114, 384)  # 114.97: int() keeps 114
     assert upscaled_size(100, 3000) == (100, 3000)  # never downscale, even when the other side is small
     assert upscaled_size(2304, 10) == (2304, 10)
     assert upscaled_size(1000, 500, 0) == (1000, 500)  # 0 disables

@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -29,13 +30,14 @@ from typer.testing import CliRunner
 from varco_ocr import batch, model_spec
 from varco_ocr.cli import app
 from varco_ocr.engine import OCREngine
+from varco_ocr.testing.tiny_model import TAUGHT_BLANK_SIZES
 from varco_ocr.server import ServerBackend, ServerError, confidences_from_logprobs, looks_tag_stripped, normalise_url
 from varco_ocr.testing.fake_server import FakeServer, completion, request_image
 
 pytestmark = pytest.mark.slow
 
 # The two page sizes the taught tiny model memorised its answer for (already at --min-long-side 384).
-TAUGHT_SIZES = [(384, 96), (384, 160)]
+TAUGHT_SIZES = list(TAUGHT_BLANK_SIZES)
 TAUGHT_WORDS_384x96 = [("TOTAL", (38, 19, 173, 29)), ("합계", (192, 20, 307, 32)), ("12,000", (46, 58, 154, 67))]
 
 
@@ -65,30 +67,37 @@ def mark_tags_special(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def taught_models(tmp_path_factory):
-    """Tiny models that answer <ocr> with three real entries for the taught page sizes."""
-    import torch
-
-    torch.set_num_threads(1)
-    from varco_ocr.testing.tiny_model import teach_fixed_answer, write_tiny_model
-
+def taught_models(taught, tmp_path_factory):
+    """The session's taught tiny model (tests/conftest.py: it answers <ocr> with three real entries for
+    the taught blank page sizes; its tags are ordinary tokens), and the same weights with the tags special."""
     root = tmp_path_factory.mktemp("served")
-    ordinary = write_tiny_model(root / "ordinary-tags", ordinary_tags=True)
-    teach_fixed_answer(ordinary, [Image.new("RGB", size, "white") for size in TAUGHT_SIZES])
-    return {"ordinary": ordinary, "special": mark_tags_special(ordinary, root / "special-tags")}
+    return {"ordinary": taught.path, "special": mark_tags_special(taught.path, root / "special-tags")}
+
+
+def transformers_cli() -> list[str]:
+    """The `transformers` command of the Python running the tests (its console script's entry point run
+    with sys.executable), so the tests do not depend on PATH holding the venv's bin folder."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="transformers") or (None,)
+    if script is None:
+        return []
+    module, _, attr = script.value.partition(":")
+    return [sys.executable, "-c", f"import sys; from {module} import {attr} as main; sys.exit(main())"]
 
 
 @pytest.fixture(scope="module")
-def transformers_server(taught_models, tmp_path_factory):
+def transformers_server(taught_models, tmp_path_factory, require):
     """`transformers serve` on 127.0.0.1 (not pinned: the request's model folder is loaded)."""
-    if shutil.which("transformers") is None:
-        pytest.skip("the transformers CLI is not installed")
+    command = transformers_cli()
+    if not command:
+        require("the transformers CLI is not installed (pip install 'transformers[serving]')")
     port = free_port()
     cache = tmp_path_factory.mktemp("hf-cache")  # /v1/models scans the cache; it must exist
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     log = open(cache / "serve.log", "wb")
     proc = subprocess.Popen(
-        [shutil.which("transformers"), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        [*command, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     url = f"http://127.0.0.1:{port}"
@@ -132,7 +141,8 @@ def test_server_pages_equal_the_local_engine(transformers_server, taught_models,
         served = backend.ocr_batch(images, indices=[0, 1, 2])
     finally:
         backend.close()
-    local = OCREngine(model, max_new_tokens=96, min_long_side=384, keep_raw=True).ocr_batch(images, indices=[0, 1, 2])
+    # the grid the model was taught and saved with, which is what the server uses
+    local = OCREngine(model, max_new_tokens=96, min_long_side=384, max_grid=1, keep_raw=True).ocr_batch(images, indices=[0, 1, 2])
     assert [(w.text, w.bbox) for w in served[0].words] == TAUGHT_WORDS_384x96
     for s, l in zip(served, local):
         assert s.error is None
@@ -141,7 +151,7 @@ def test_server_pages_equal_the_local_engine(transformers_server, taught_models,
         assert (s.width, s.height, s.truncated, s.raw) == (l.width, l.height, l.truncated, l.raw)
     # transformers serve refuses skip_special_tokens and ignores logprobs: said once each, confidences null
     assert all(w.confidence is None for w in served[0].words)
-    assert all(w.confidence is not None for w in local[0].words)
+    assert all(0.5 < w.confidence <= 1.0 for w in local[0].words)  # the local engine's token probabilities
     assert sum("no log-probabilities" in n for n in notes) == 1
     assert sum("refuses skip_special_tokens" in n for n in notes) == 1
 
@@ -450,7 +460,11 @@ def test_ask_through_the_server_streams_the_same_text(transformers_server, taugh
             "--max-new-tokens", "12", "--min-long-side", "384"]
     plain, streamed, as_json = run_cli(*args), run_cli(*args, "--stream"), run_cli(*args, "--json")
     assert plain.exit_code == streamed.exit_code == as_json.exit_code == 0, plain.output + streamed.output
-    assert streamed.stdout == plain.stdout and plain.stdout.strip()
+    # An answer cut by the token limit inside a multi-byte character: transformers serve's plain answer
+    # ends in U+FFFD for the partial bytes, its stream withholds the last token's text. Otherwise equal.
+    plain_text, streamed_text = plain.stdout.rstrip("\n"), streamed.stdout.rstrip("\n")
+    assert plain_text.strip() and plain_text.startswith(streamed_text)
+    assert plain_text == streamed_text or (plain_text.endswith("\ufffd") and len(plain_text) - len(streamed_text) <= 3)
     record = json.loads(as_json.stdout)
     assert record["answer"] + "\n" == plain.stdout
     assert [s["page"] for s in record["sources"]] == [1, 1] and record["model"] == str(taught_models["ordinary"])

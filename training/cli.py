@@ -29,14 +29,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from training.checkpoint import CheckpointError
-    from training.compose import ComposeError
-    from training.data import DataError
-    from training.params import ConfigError
-    from training.train import TrainingError
+_ERRORS = {"training.checkpoint": "CheckpointError", "training.compose": "ComposeError", "training.data": "DataError",
+           "training.params": "ConfigError", "training.train": "TrainingError"}
 
-    return (ConfigError, ComposeError, DataError, TrainingError, CheckpointError)
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    # Only from modules already imported: an error class of a module never loaded cannot have been raised, and
+    # importing them all would import torch (seconds) just to print a one-line error.
+    return tuple(getattr(sys.modules[m], name) for m, name in _ERRORS.items() if m in sys.modules)
 
 
 def _setup_logging() -> None:
@@ -202,6 +202,9 @@ def merge(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from varco_ocr.hub import progress_bars_only_on_a_terminal
+
+    progress_bars_only_on_a_terminal()
     try:
         app(args=argv, prog_name="varco-train")
     except KeyboardInterrupt:

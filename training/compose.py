@@ -47,6 +47,25 @@ class ComposeReport:
     copied_from: str | None
 
 
+def check_sources(sources) -> None:
+    """Fail at once, naming the flag, when a checkpoint is a missing folder or a hub id that is not cached while
+    the hub is unreachable or HF_HUB_OFFLINE is set (the check varco-ocr's engine makes, varco_ocr.hub).
+    ``sources``: (what, flag, value) triples; None values are skipped."""
+    from varco_ocr.hub import source_problem
+
+    for what, flag, value in sources:
+        problem = None if value is None else source_problem(str(value))
+        if problem is None:
+            continue
+        advice = {
+            "not_a_folder": "",
+            "offline": f"; download it first (`hf download {value}`, with a network) or give {flag} a local folder",
+            "unreachable": f"; download it once with a network (`hf download {value}`) and set HF_HUB_OFFLINE=1, "
+                           f"or give {flag} a local folder",
+        }[problem.kind]
+        raise ComposeError(f"cannot load {what} ({flag}): {problem.reason}{advice}")
+
+
 def _vision_config_from(path: str):
     from transformers import AutoConfig, SiglipConfig, SiglipVisionConfig
 
@@ -180,6 +199,9 @@ def compose_model(
     anyres: str = model_spec.DEFAULT_ANYRES,
     seed: int = 0,
 ) -> ComposeReport:
+    # Before importing torch: without a network the hub client retries for about a minute per file.
+    check_sources([("the language model", "--llm", llm), ("the vision encoder", "--vision", vision),
+                   ("the vision tower", "--vision-from", vision_from)])
     import torch
     from transformers import (
         AutoModelForCausalLM,

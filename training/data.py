@@ -256,6 +256,49 @@ def tile_size(processor) -> int:
     return int(size["height"] if isinstance(size, dict) else size.height)
 
 
+class DataNotes:
+    """Data problems met while drawing samples, said once. Every pass over the data meets the same bad samples
+    again (a run of many passes repeated one warning per sample per pass, e.g. 143 lines for 7 samples): a
+    sample's problem is logged the first time it is met, and each pass ends with one line counting them."""
+
+    def __init__(self) -> None:
+        self._said: set[tuple[str, str]] = set()
+        self._counts: dict[str, int] = {}
+
+    def first(self, where: str, kind: str) -> bool:
+        """Count ``kind`` (a phrase such as "dropped: longer than the context length") once more in this pass;
+        True only the first time ``where`` meets it, when the caller says it in full."""
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        if (where, kind) in self._said:
+            return False
+        self._said.add((where, kind))
+        return True
+
+    def end_pass(self, number: int) -> str | None:
+        """The pass's one summary line (also logged), or None when it met no problem."""
+        if not self._counts:
+            return None
+        line = f"pass {number} over the data: " + "; ".join(
+            f"{n} sample{'s' if n != 1 else ''} {kind}" for kind, n in sorted(self._counts.items()))
+        log.warning(line)
+        self._counts = {}
+        return line
+
+
+def next_index(stream: "SampleStream", notes: DataNotes) -> int:
+    """The stream's next sample index; a pass that ends here is summed up by ``notes``."""
+    epoch = stream.epoch
+    index = next(stream)
+    if stream.epoch != epoch:
+        notes.end_pass(epoch + 1)
+    return index
+
+
+DROPPED_OVERLONG = "dropped: longer than the context length"
+TRUNCATED_OVERLONG = "truncated to the context length"
+UNREADABLE_IMAGE = "skipped: unreadable image"
+
+
 class ConversationEncoder:
     """Conversation -> EncodedSample (or None when skipped), with the processor of the model being trained."""
 
@@ -267,8 +310,9 @@ class ConversationEncoder:
         self.fixed_resolution = fixed_resolution
         self.image_token_id = processor.tokenizer.convert_tokens_to_ids(model_spec.IMAGE_TOKEN)
         self.tile = tile_size(processor)
-        self.dropped_overlong: list[str] = []
+        self.dropped_overlong: list[str] = []  # each sample once, however many passes meet it
         self.truncated: list[str] = []
+        self.notes = DataNotes()
 
     def messages_with_images(self, conversation: Conversation) -> list[dict[str, Any]] | None:
         images = []
@@ -276,7 +320,8 @@ class ConversationEncoder:
             try:
                 images.append(load_rgb(path, self.fixed_resolution))
             except Exception as e:  # PIL raises many types for corrupt or truncated files
-                self.budget.skip(conversation.where, f"cannot read image {path}: {type(e).__name__}: {e}")
+                if self.notes.first(conversation.where, UNREADABLE_IMAGE):  # one bad sample, counted once
+                    self.budget.skip(conversation.where, f"cannot read image {path}: {type(e).__name__}: {e}")
                 return None
         it = iter(images)
         messages = []
@@ -317,11 +362,13 @@ class ConversationEncoder:
             last_image = int(image_positions.max()) if image_positions.numel() else -1
             cut_labels = labels[: self.context_length]
             if last_image < self.context_length and bool((cut_labels[1:] != IGNORE_INDEX).any()):
-                log.info("%s: %d tokens truncated to the context length %d", where, n, self.context_length)
-                self.truncated.append(where)
+                if self.notes.first(where, TRUNCATED_OVERLONG):
+                    log.info("%s: %d tokens truncated to the context length %d", where, n, self.context_length)
+                    self.truncated.append(where)
                 return input_ids[: self.context_length], cut_labels
-        log.warning("%s: %d tokens exceed the context length %d (dropped)", where, n, self.context_length)
-        self.dropped_overlong.append(where)
+        if self.notes.first(where, DROPPED_OVERLONG):
+            log.warning("%s: %d tokens exceed the context length %d (dropped)", where, n, self.context_length)
+            self.dropped_overlong.append(where)
         return None
 
 
@@ -407,7 +454,7 @@ class MicroBatches:
         samples: list[EncodedSample] = []
         misses = 0
         while len(samples) < self.micro_batch_size:
-            conversation = self.conversations[next(self.stream)]
+            conversation = self.conversations[next_index(self.stream, self.encoder.notes)]
             sample = self.encoder.encode(conversation)
             if sample is not None:
                 samples.append(sample)

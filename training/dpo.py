@@ -52,6 +52,7 @@ from training.data import (
     DataError,
     EncodedSample,
     collate,
+    next_index,
     parse_record,
     read_jsonl_samples,
 )
@@ -162,7 +163,8 @@ def encode_pair(encoder: ConversationEncoder, pair: PreferencePair, index: int) 
     for sample in (chosen, rejected):
         sample.labels = final_answer_only(sample.labels)
         if sample.num_target_tokens == 0:
-            log.warning("%s: no answer token left after truncation (pair dropped)", pair.where)
+            if encoder.notes.first(pair.where, "dropped: no answer token left after truncation"):
+                log.warning("%s: no answer token left after truncation (pair dropped)", pair.where)
             return None
     return EncodedPair(index, pair.where, chosen, rejected)
 
@@ -190,7 +192,7 @@ class PairBatches:
         chosen: list[EncodedPair] = []
         misses = 0
         while len(chosen) < self.micro_batch_size:
-            pair = self.encoded(next(self.stream))
+            pair = self.encoded(next_index(self.stream, self.encoder.notes))
             if pair is None:
                 misses += 1
                 if misses > 2 * len(self.pairs):  # every pair dropped (overlong...): say so, don't spin

@@ -23,6 +23,7 @@ gradient buffers alive during each chunk's backward: at the same 1024-token chun
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -311,10 +312,21 @@ def final_hidden_states(model: Any, **inputs: Any) -> tuple[torch.Tensor, torch.
     device = inputs["input_ids"].device if "input_ids" in inputs else None
     if _is_fsdp_sharded(model):
         _check_images_on_every_rank_or_none(inputs.get("pixel_values") is not None, device)
-    outputs = model(
-        **inputs,
-        logits_to_keep=torch.empty(0, dtype=torch.long, device=device),
-        output_hidden_states=True,
-        use_cache=False,
-    )
+    with warnings.catch_warnings():
+        # FSDP2 warns when a wrapped module returns a view tensor, since an in-place op on it would skip
+        # the all-gather in backward. The view here is hidden_states[0] (the embeddings after the image
+        # features are scattered in), which we discard; nothing returned is modified in place, only
+        # hidden_states[-1] is read (and sliced out of place by the losses). So the warning does not apply
+        # (and 2-process FSDP matches single-process training, tests/training/test_fsdp.py).
+        warnings.filterwarnings("ignore", message=FSDP_VIEW_WARNING, category=UserWarning)
+        outputs = model(
+            **inputs,
+            logits_to_keep=torch.empty(0, dtype=torch.long, device=device),
+            output_hidden_states=True,
+            use_cache=False,
+        )
     return outputs.hidden_states[-1], lm_head_weight_of(model)
+
+
+# torch/distributed/fsdp/_fully_shard/_fsdp_state.py, _register_pre_backward_hook (torch 2.13/2.14).
+FSDP_VIEW_WARNING = r"FSDP2-wrapped module \(FSDPLlavaOnevisionForConditionalGeneration\) returned a view tensor"

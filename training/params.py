@@ -78,7 +78,8 @@ class TrainConfig:
     # --- bookkeeping ---
     save_every: int = 500  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
-    log_every: int = 1
+    log_every: int = 1  # steps between log lines / metrics records (the first and last step are always logged)
+    log_seconds: float = 60.0  # ... and a line at least this often, however slow the steps (0: steps only)
 
     # Derived quantities -------------------------------------------------------------------------
     def accumulation_steps(self, world_size: int) -> int:

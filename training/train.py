@@ -178,6 +178,31 @@ def build_optimizer_and_scheduler(model: torch.nn.Module, cfg: TrainConfig, env:
     return optimizer, scheduler, choice
 
 
+def should_log(step: int, first_step: int, total_steps: int, every: int, since_last: float, every_seconds: float) -> bool:
+    """A log line for the run's first step (a CPU step can take minutes: the user learns at once that it
+    works and how fast), every ``every`` steps, the last step, and whenever ``every_seconds`` passed."""
+    return (step == first_step or step == total_steps or (every > 0 and step % every == 0)
+            or (every_seconds > 0 and since_last >= every_seconds))
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens the model reads in a batch (padding excluded), for tokens/s."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel()) if "input_ids" in batch else 0
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak memory so far: CUDA memory allocated on ``device``, else this process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
+
+
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -206,10 +231,13 @@ def run_training(
     metrics_path = out / "metrics.jsonl"
     result = TrainResult(steps_done=step, output_dir=out)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    first_step, last_logged = step + 1, time.perf_counter()
     while step < total_steps:
         started = time.perf_counter()
         micro = [batches.next_batch() for _ in range(accumulation)]
         units = all_reduce_sum(sum(objective.units(b) for b, _ in micro), env)
+        # Every step, on every rank: whether a step is logged is decided on rank 0 alone (by the clock).
+        tokens = all_reduce_sum(sum(batch_tokens(b) for b, _ in micro), env)
         if units == 0:
             raise TrainingError(f"step {step + 1}: no loss units in the global batch (every answer truncated away?)")
         loss_total = 0.0
@@ -244,17 +272,26 @@ def run_training(
         loss_mean = all_reduce_sum(loss_total, env) / units
         result.losses.append(loss_mean)
         result.steps_done = step
-        if env.is_main and (step % cfg.log_every == 0 or step == total_steps):
+        now = time.perf_counter()
+        if env.is_main and should_log(step, first_step, total_steps, cfg.log_every, now - last_logged, cfg.log_seconds):
+            last_logged = now
+            seconds = now - started
+            memory = peak_memory_gib(env.device)
             record = {
                 "step": step,
                 "loss": loss_mean,
                 "units": int(units),
                 "lr": {g.get("name", str(j)): g["lr"] for j, g in enumerate(optimizer.param_groups)},
                 "grad_norm": grad_norm,
-                "seconds": round(time.perf_counter() - started, 3),
+                "seconds": round(seconds, 3),
+                "tokens": int(tokens),
+                "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
+                "peak_memory_gib": round(memory, 3),
             }
             _append_metrics(metrics_path, record)
-            log.info("step %d/%d loss %.6f units %d", step, total_steps, loss_mean, units)
+            log.info("step %d/%d loss %.6f | %s tokens/s | %.2f s/step | peak memory %.2f GiB (%s)", step, total_steps,
+                     loss_mean, f"{record['tokens_per_second']:,.0f}" if seconds > 0 else "-", seconds, memory,
+                     "CUDA allocated" if env.device.type == "cuda" else "process RSS")
         if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
             ckpt.save_checkpoint(out, step, model, optimizer, scheduler, batches.state_dict(), env, keep=cfg.keep_checkpoints, extra={"optimizer": choice.name})
     return result

@@ -94,10 +94,8 @@ def collect_pages(
             opened.append(doc)
             total += len(doc.page_indices)
         if total > max_images:
-            raise AskError(
-                f"{total} pages is over the budget of {max_images} images in one question; choose pages with "
-                f"--pages (e.g. --pages 1-{max_images}) or raise --max-images"
-            )
+            raise AskError(budget_error(total, sum(d.kind == "image" for d in opened),
+                                        sum(d.kind != "image" for d in opened), max_images))
         result = AskPages([], [])
         for doc in opened:
             for page in doc.iter_pages():
@@ -109,6 +107,22 @@ def collect_pages(
     finally:
         for doc in opened:
             doc.close()
+
+
+def budget_error(total: int, images: int, documents: int, max_images: int) -> str:
+    """Why ``total`` pages do not fit the page budget, with advice that applies: ``--pages`` selects pages of
+    the ``documents`` (PDFs, TIFFs) only, never among the ``images`` given as separate files."""
+    if images > max_images:
+        return (f"{images} separate images are over the budget of {max_images} images in one question; give at most "
+                f"{max_images} of them (--pages selects pages of PDFs and TIFFs only), or raise --max-images")
+    room = (max_images - images) // max(documents, 1)  # pages per document that still fit beside the images
+    head = f"{total} pages is over the budget of {max_images} images in one question"
+    if room < 1:
+        return (f"{head}; the {images} separate images leave no room for a page of each of the {documents} "
+                "PDFs/TIFFs: ask about fewer files, or raise --max-images")
+    example = "--pages 1" if room == 1 else f"--pages 1-{room}"
+    beside = f" beside the {images} separate images" if images else ""
+    return f"{head}; choose pages with --pages (e.g. {example}{beside}) or raise --max-images"
 
 
 def build_messages(num_images: int, turns: Sequence[Turn], question: str, system: str | None = None) -> list[dict[str, Any]]:
@@ -284,11 +298,12 @@ def run_session(
     read_line: Callable[[], str | None],
     write: Callable[[str], None],
     prompt_mark: Callable[[], None] = lambda: None,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> int:
     """Ask ``question`` (and, with ``chat``, follow-ups from ``read_line`` until an empty line or end of
     input); print answers as text (streamed when ``stream``) or as JSON records, one per answer.
     ``asker`` is a LocalAsker or a server asker (anything with ``ask(question, ...) -> Answer`` and
-    ``pages``). Returns the number of answers given."""
+    ``pages``). ``warn`` gets one line per text answer cut at the token limit. Returns the number of answers given."""
     import json
 
     given = 0
@@ -307,5 +322,8 @@ def run_session(
             write(json.dumps(answer_record(question, answer, asker.pages.sources, model_name), ensure_ascii=False) + "\n")
         else:
             write(("" if on_text else answer.text) + "\n")
+            if answer.hit_token_limit:  # the JSON record says it; plain text needs a line on stderr
+                warn(f"the answer stopped at the token limit ({max_new_tokens}) and may be incomplete; "
+                     "raise --max-new-tokens")
         given += 1
         question = None

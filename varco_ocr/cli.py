@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,7 +25,7 @@ from varco_ocr.cli_options import (
     MinLongSideOpt,
     ModelOpt,
 )
-from varco_ocr.errors import VarcoOCRError
+from varco_ocr.errors import VarcoOCRError, cli_message
 
 app = typer.Typer(
     name="varco-ocr",
@@ -63,11 +64,12 @@ def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_lo
             require_ocr_tokens=require_ocr_tokens,
         )
     except (VarcoOCRError, ValueError) as e:
-        raise fail(str(e), EXIT_USAGE)
+        raise fail(cli_message(e), EXIT_USAGE)
 
 
 def _emit(documents, as_json: bool) -> None:
-    """Print documents to stdout (output folders are the batch runner's job)."""
+    """Print documents to stdout (output folders are the batch runner's job). In text mode the `truncated`
+    flag has nowhere to go but stderr: one line per page cut short, with the fix."""
     for doc in documents:
         if as_json:
             typer.echo(doc.dumps(indent=2 if len(documents) == 1 else None))
@@ -75,6 +77,13 @@ def _emit(documents, as_json: bool) -> None:
             if len(documents) > 1:
                 typer.echo(f"==> {doc.source} <==")
             typer.echo(doc.text)
+            for page in doc.pages:
+                if page.truncated:
+                    typer.echo(f"varco-ocr: {doc.source}: page {page.index + 1}: {TRUNCATED_NOTE}", err=True)
+
+
+TRUNCATED_NOTE = ("the answer was cut short (token limit or loop guard), words may be missing; read it again with "
+                  "--split-truncated or a larger --max-new-tokens")
 
 
 @app.command("ocr", help="Read every word with its box, in reading order.\n\n"
@@ -90,7 +99,7 @@ def ocr_command(
         None, "--format", "-f", help="With -o: json,txt,hocr,alto,pdf,overlay (default json with --json, else txt)."
     ),
     pages: Optional[str] = typer.Option(None, "--pages", help="Pages of PDFs and TIFFs, e.g. 1-5,9 (from 1)."),
-    dpi: float = typer.Option(300.0, "--dpi", help="Resolution PDF pages are rendered at."),
+    dpi: float = typer.Option(300.0, "--dpi", help="Resolution PDF pages are rendered at (ask renders at 150)."),
     glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern in folders, e.g. '*.pdf'."),
     password: Optional[str] = typer.Option(None, "--password", help="Password of encrypted PDFs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo documents the output folder already has."),
@@ -137,11 +146,39 @@ def ocr_command(
     if images:
         engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
         engine.split_truncated = split_truncated
-        pages = engine.ocr_batch(images, batch_size=batch_size)
+        with _terminal_progress(len(images)) as (on_tokens, on_pages):
+            pages = engine.ocr_batch(images, batch_size=batch_size, on_tokens=on_tokens, on_pages=on_pages)
         docs = [Document(source=str(src), pages=(page,), model=engine.model_name) for src, page in zip(sources, pages)]
         _emit(docs, as_json)
     if failed:
         raise typer.Exit(EXIT_FAILED_INPUT)
+
+
+@contextmanager
+def _terminal_progress(total_pages: int):
+    """(on_tokens, on_pages) callbacks drawing pages done and tokens/s on stderr while it is a terminal (with
+    real weights on a CPU one page takes minutes); no-ops when stderr is piped, so logs stay clean."""
+    if not sys.stderr.isatty():
+        yield None, None
+        return
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TextColumn("pages"),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                        console=Console(stderr=True))
+    task = progress.add_task("ocr", total=total_pages, rate="")
+    start, tokens = time.monotonic(), 0
+
+    def on_tokens(n: int) -> None:
+        nonlocal tokens
+        tokens += n
+        progress.update(task, rate=f"{tokens / max(time.monotonic() - start, 1e-6):.1f} tokens/s")
+
+    with progress:
+        yield on_tokens, lambda n: progress.advance(task, n)
 
 
 def _needs_batch(path: Path) -> bool:
@@ -193,7 +230,7 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
     try:
         summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:
-        raise fail(str(e), EXIT_USAGE)
+        raise fail(cli_message(e), EXIT_USAGE)
     except batch.RunLogError as e:  # disk full or no permission mid-run: resumable, so exit 1, not usage
         raise fail(str(e), EXIT_FAILED_INPUT)
     finally:
@@ -335,6 +372,9 @@ def ground_command(
     else:
         for b in boxes:
             typer.echo(f"{b.phrase}\t{' '.join(map(str, b.bbox))}")
+        if answer.truncated:
+            typer.echo(f"varco-ocr: the answer was cut short at {max_new_tokens} tokens (or by the loop guard), "
+                       "boxes may be missing; raise --max-new-tokens", err=True)
 
 
 @app.command("ask", help="Ask a question about one or several pages (images, PDFs, TIFFs; up to 12 by default).\n\n"
@@ -344,7 +384,8 @@ def ask_command(
     args: List[str] = typer.Argument(..., help="Input files, then the question (with --chat the question may come "
                                      "from stdin).", show_default=False),
     pages: Optional[str] = typer.Option(None, "--pages", help="Pages of PDFs and TIFFs, e.g. 1-4 (from 1)."),
-    dpi: float = typer.Option(150.0, "--dpi", help="Resolution PDF pages are rendered at."),
+    dpi: float = typer.Option(150.0, "--dpi", help="Resolution PDF pages are rendered at (150, not ocr's 300: "
+                              "several pages get one 384 px tile each, one page is upscaled to 2304 px anyway)."),
     password: Optional[str] = typer.Option(None, "--password", help="Password of encrypted PDFs."),
     max_images: int = typer.Option(12, "--max-images", help="Page budget: most images in one question."),
     max_context: Optional[int] = typer.Option(None, "--max-context", help="Context length, if not the model's."),
@@ -371,6 +412,9 @@ def ask_command(
     paths, question = [Path(a) for a in args[:-1]], args[-1]
     if chat and Path(question).exists():  # `ask doc.pdf --chat`: every question comes from stdin
         paths, question = [Path(a) for a in args], None
+    elif Path(question).is_file():  # `ask book.pdf`: the question was forgotten, not the file
+        raise fail(f"the question is missing: the last argument, {question}, is a file; put the question after the "
+                   f"files, e.g. varco-ocr ask {question} \"What is the total?\"")
     if question is not None and not question.strip():
         raise fail("the question is empty")
     if max_new_tokens < 1 or max_images < 1 or temperature < 0 or dpi <= 0:
@@ -410,7 +454,8 @@ def ask_command(
     try:
         ask.run_session(asker, question, chat=chat, stream=stream, as_json=as_json, max_new_tokens=max_new_tokens,
                         temperature=temperature, model_name=model_name, read_line=read_line, write=write,
-                        prompt_mark=lambda: typer.echo("> ", err=True, nl=False) if sys.stdin.isatty() else None)
+                        prompt_mark=lambda: typer.echo("> ", err=True, nl=False) if sys.stdin.isatty() else None,
+                        warn=lambda message: typer.echo(f"varco-ocr: {message}", err=True))
     except VarcoOCRError as e:
         raise fail(str(e))
 
@@ -472,6 +517,9 @@ def _default_to_ocr(argv: list[str]) -> list[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    from varco_ocr.hub import progress_bars_only_on_a_terminal
+
+    progress_bars_only_on_a_terminal()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--version":
         from importlib.metadata import version

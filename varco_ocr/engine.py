@@ -5,6 +5,7 @@ decoded with special tokens kept, since the tags are special tokens).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -98,40 +99,68 @@ def pick_attention() -> str:
         return "sdpa"
 
 
+_API_LOCAL = "give OCREngine(model=...) a local model folder"
+_CLI_LOCAL = "pass --model PATH for a local model folder"
+
+
+def _download_advice(model: str, local: str) -> str:
+    return f"download the weights once with a network (`hf download {model}`) and set HF_HUB_OFFLINE=1, or {local}"
+
+
+def _source_error(model: str, problem) -> ModelLoadError:
+    """The error for a :class:`varco_ocr.hub.SourceProblem`, advising in library and CLI terms."""
+    if problem.kind == "not_a_folder":  # the user meant a folder: hub advice would point the wrong way
+        return ModelLoadError(problem.reason)
+    if problem.kind == "offline":  # HF_HUB_OFFLINE is already set: advise what is still missing
+        fetch = f"download the weights first (`hf download {model}`, with a network)"
+        return ModelLoadError(problem.reason, f"{fetch}, or {_API_LOCAL}", f"{fetch}, or {_CLI_LOCAL}")
+    return ModelLoadError(problem.reason, _download_advice(model, _API_LOCAL), _download_advice(model, _CLI_LOCAL))
+
+
 def _load_error(model: str, err: BaseException) -> ModelLoadError:
+    """A loader failure after the source checks passed: a folder that is not a model, a hub id that does not
+    exist or is gated, a network failure mid-download."""
+    from varco_ocr.hub import hub_offline
+
     reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
-    offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
-    return ModelLoadError(
-        f"cannot load model {model!r}: {reason[:200]}. "
-        + ("HF_HUB_OFFLINE is set, so only cached weights are used; " if offline else "")
-        + "pass --model PATH for a local model folder, or download the weights once and set HF_HUB_OFFLINE=1"
-    )
+    if os.path.isdir(model):
+        return ModelLoadError(f"cannot load model folder {model}: {reason[:200]}")
+    if hub_offline():
+        fetch = f"only cached weights are used with HF_HUB_OFFLINE set; download them first (`hf download {model}`)"
+        return ModelLoadError(f"cannot load model {model!r}: {reason[:200]}", f"{fetch}, or {_API_LOCAL}",
+                              f"{fetch}, or {_CLI_LOCAL}")
+    return ModelLoadError(f"cannot load model {model!r}: {reason[:200]}", _download_advice(model, _API_LOCAL),
+                          _download_advice(model, _CLI_LOCAL))
 
 
 def _fail_fast_when_unreachable(model: str, timeout: float = 3.0) -> None:
-    """A hub id that is neither a local folder nor cached needs the hub. Without a network, the hub
-    client retries for minutes before giving up; one short connection attempt says the same at once."""
-    import socket
-    from urllib.parse import urlparse
+    """Without a network the hub client retries for about a minute before giving up, and a folder that does not
+    exist reaches the hub as a malformed repo id; checking the source first says the right thing at once."""
+    from varco_ocr.hub import source_problem
 
-    if os.path.isdir(model) or os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
-        return
-    try:
-        from huggingface_hub import try_to_load_from_cache
+    problem = source_problem(model, timeout)
+    if problem is not None:
+        raise _source_error(model, problem)
 
-        if isinstance(try_to_load_from_cache(model, "config.json"), str):
-            return  # cached: loading needs no network
-    except Exception:  # not a valid repo id: let from_pretrained say what is wrong
-        return
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
-    except OSError as e:
-        raise ModelLoadError(
-            f"cannot load model {model!r}: it is not a local folder, not in the cache, and {endpoint.hostname} "
-            f"is unreachable ({e.strerror or e}); pass --model PATH for a local model folder, or download "
-            "the weights once and set HF_HUB_OFFLINE=1"
-        ) from None
+
+def _token_counter(on_tokens: Callable[[int], None]):
+    """A transformers streamer that only counts: ``generate`` puts the prompt first, then each step's new
+    tokens (one per batch row); nothing is decoded, so it costs nothing per step."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class TokenCounter(BaseStreamer):
+        def __init__(self) -> None:
+            self.prompt_seen = False
+
+        def put(self, value) -> None:
+            if self.prompt_seen:
+                on_tokens(int(value.numel()))
+            self.prompt_seen = True
+
+        def end(self) -> None:
+            pass
+
+    return TokenCounter()
 
 
 def read_words(gen: Generation, width: int, height: int) -> tuple[list[Word], bool, int]:
@@ -237,9 +266,11 @@ class OCREngine:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self, images: Sequence[Image.Image], task_text: str, max_new_tokens: int | None = None) -> list[Generation]:
-        """One greedy generation per (already prepared) image, batched with left padding."""
-        return self.generate_inputs(self.model_inputs(images, task_text), max_new_tokens)
+    def generate(self, images: Sequence[Image.Image], task_text: str, max_new_tokens: int | None = None,
+                 on_tokens: Callable[[int], None] | None = None) -> list[Generation]:
+        """One greedy generation per (already prepared) image, batched with left padding. ``on_tokens`` is
+        called at every decoding step with the number of tokens just generated (one per batch row)."""
+        return self.generate_inputs(self.model_inputs(images, task_text), max_new_tokens, on_tokens=on_tokens)
 
     def model_inputs(self, images: Sequence[Image.Image], task_text: str, processor=None):
         """Prepared images -> the model's inputs, on the CPU (pinned on CUDA, so the copy to the
@@ -257,7 +288,8 @@ class OCREngine:
                     inputs[key] = value.pin_memory()
         return inputs
 
-    def generate_inputs(self, inputs, max_new_tokens: int | None = None) -> list[Generation]:
+    def generate_inputs(self, inputs, max_new_tokens: int | None = None,
+                        on_tokens: Callable[[int], None] | None = None) -> list[Generation]:
         """Greedy generation from ``model_inputs``' output: one Generation per image."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -272,7 +304,7 @@ class OCREngine:
         stopping = StoppingCriteriaList()
         guard = None
         if self.loop_guard:
-            guard = LoopGuard(prompt_length=prompt_len)
+            guard = LoopGuard(prompt_length=prompt_len, end_ids=tuple(sorted(self._end_ids)))
             stopping.append(guard)
         with torch.inference_mode():
             out = self.model.generate(
@@ -283,6 +315,7 @@ class OCREngine:
                 logits_processor=LogitsProcessorList([recorder]),
                 stopping_criteria=stopping,
                 pad_token_id=self.processor.tokenizer.pad_token_id,
+                streamer=None if on_tokens is None else _token_counter(on_tokens),
             )
         generated = out[:, prompt_len:].cpu()
         probs = recorder.probabilities()
@@ -323,11 +356,16 @@ class OCREngine:
         batch_size: int = 4,
         indices: Sequence[int] | None = None,
         dpis: Sequence[float | None] | None = None,
+        *,
+        on_tokens: Callable[[int], None] | None = None,
+        on_pages: Callable[[int], None] | None = None,
     ) -> list[Page]:
         """OCR many images with real batched generation; results equal one-by-one calls.
 
         Images are sorted by size so each batch pads as little as possible, then put back in order.
-        The next batch is pre-processed in a thread while the current one generates (``prefetch``).
+        Progress, for a caller that shows it: ``on_tokens(n)`` at every decoding step, ``on_pages(n)`` when
+        a batch of ``n`` pages is read. The next batch is pre-processed in a thread while the current one
+        generates (``prefetch``).
         """
         loaded = [self._load(im) for im in images]
         indices = list(indices) if indices is not None else [0] * len(loaded)
@@ -336,17 +374,20 @@ class OCREngine:
         step = max(1, batch_size)
         chunks = [[(i, loaded[i]) for i in order[start : start + step]] for start in range(0, len(order), step)]
         pages: list[Page | None] = [None] * len(loaded)
-        for _, chunk, gens in self._read_chunks(chunks, lambda chunk: chunk):
+        for _, chunk, gens in self._read_chunks(chunks, lambda chunk: chunk, on_tokens):
             for (i, original), gen in zip(chunk, gens):
                 w, h = original.size
                 pages[i] = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
+            if on_pages is not None:
+                on_pages(len(chunk))
         if self.split_truncated:
             for i, page in enumerate(pages):
                 if page is not None and page.truncated:
-                    pages[i] = self._reread(loaded[i], page, batch_size)
+                    pages[i] = self._reread(loaded[i], page, batch_size, on_tokens)
         return [p for p in pages if p is not None]
 
-    def ocr_batches(self, batches: Iterable[PageBatch]) -> Iterator[tuple[PageBatch, list[Page]]]:
+    def ocr_batches(self, batches: Iterable[PageBatch], *, on_tokens: Callable[[int], None] | None = None
+                    ) -> Iterator[tuple[PageBatch, list[Page]]]:
         """OCR a stream of batches, each in one generate call, loading and pre-processing batch N+1
         in a thread while batch N generates: ``(batch, pages)`` in order, ``pages`` in the batch's
         order; each batch's pages equal ``ocr_batch(batch.images, batch_size=len(batch.images))``.
@@ -361,7 +402,7 @@ class OCREngine:
             order = sorted(range(len(loaded)), key=lambda i: (_pixels(upscaled_size(*loaded[i].size, self.min_long_side)), i))
             return [(i, loaded[i]) for i in order]
 
-        for batch, chunk, gens in self._read_chunks(batches, load):
+        for batch, chunk, gens in self._read_chunks(batches, load, on_tokens):
             n = len(chunk)
             indices = list(batch.indices) if batch.indices is not None else [0] * n
             dpis = list(batch.dpis) if batch.dpis is not None else [None] * n
@@ -369,10 +410,11 @@ class OCREngine:
             for (i, original), gen in zip(chunk, gens):
                 w, h = original.size
                 page = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
-                pages[i] = self._reread(original, page, n) if self.split_truncated and page.truncated else page
+                pages[i] = self._reread(original, page, n, on_tokens) if self.split_truncated and page.truncated else page
             yield batch, [p for p in pages if p is not None]
 
-    def _read_chunks(self, jobs: Iterable[Any], load: Callable[[Any], list[tuple[int, Image.Image]]]
+    def _read_chunks(self, jobs: Iterable[Any], load: Callable[[Any], list[tuple[int, Image.Image]]],
+                     on_tokens: Callable[[int], None] | None = None
                      ) -> Iterator[tuple[Any, list[tuple[int, Image.Image]], list[Generation]]]:
         """Generate each job's ``(position, loaded image)`` pairs, ``load(job)``, in one batch:
         ``(job, pairs, generations)``. The next job's load, upscale and processor run in the prefetch
@@ -385,7 +427,7 @@ class OCREngine:
             return chunk, self.model_inputs(prepared, model_spec.OCR_PROMPT, processor)
 
         for job, (chunk, inputs) in prefetched(jobs, prepare, enabled=self.prefetch):
-            yield job, chunk, self.generate_inputs(inputs)
+            yield job, chunk, self.generate_inputs(inputs, on_tokens=on_tokens)
 
     def _prefetch_processor(self):
         """The prefetch thread's processor: a copy made once, after the resolution was configured
@@ -396,17 +438,19 @@ class OCREngine:
             self._prefetch_copy = copy.deepcopy(self.processor)
         return self._prefetch_copy
 
-    def _reread(self, original: Image.Image, page: Page, batch_size: int) -> Page:
+    def _reread(self, original: Image.Image, page: Page, batch_size: int, on_tokens: Callable[[int], None] | None = None) -> Page:
         from varco_ocr.bands import reread_in_bands
 
-        return reread_in_bands(original, page, lambda bands: self._read_bands(bands, batch_size))
+        return reread_in_bands(original, page, lambda bands: self._read_bands(bands, batch_size, on_tokens))
 
-    def _read_bands(self, images: Sequence[Image.Image], batch_size: int) -> list[tuple[list[Word], bool]]:
+    def _read_bands(self, images: Sequence[Image.Image], batch_size: int,
+                    on_tokens: Callable[[int], None] | None = None) -> list[tuple[list[Word], bool]]:
         """Words (in band pixels) and cut-short flag of each band image, for varco_ocr.bands."""
         out: list[tuple[list[Word], bool]] = []
         for start in range(0, len(images), max(1, batch_size)):
             chunk = images[start : start + max(1, batch_size)]
-            gens = self.generate([prepare_for_model(im, self.min_long_side) for im in chunk], model_spec.OCR_PROMPT)
+            gens = self.generate([prepare_for_model(im, self.min_long_side) for im in chunk], model_spec.OCR_PROMPT,
+                                 on_tokens=on_tokens)
             out.extend(page_words(gen, *im.size) for gen, im in zip(gens, chunk))
         return out
 
@@ -415,6 +459,9 @@ class OCREngine:
         original = self._load(image)
         gen = self.generate([prepare_for_model(original, self.min_long_side)], f"{model_spec.GROUNDING_PROMPT}\n{phrase}")[0]
         answer = parse_grounding_answer(gen.text)
+        # Cut short also when the answer stopped at the token limit or the loop guard between two complete
+        # entries, where the text alone looks whole (as page_words does for OCR).
+        answer = dataclasses.replace(answer, truncated=answer.truncated or gen.hit_token_limit or gen.looped)
         w, h = original.size
         boxes = [GroundedBox(phrase=p.text, bbox=to_pixels(b, w, h), box=b) for p in answer.phrases for b in p.boxes]
         return boxes, answer

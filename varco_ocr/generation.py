@@ -23,9 +23,13 @@ from transformers import LogitsProcessor, StoppingCriteria
 @dataclass
 class LoopGuard(StoppingCriteria):
     """Stop a sequence whose generated tail is a block of ``period`` tokens repeated, covering at
-    least ``min_span`` tokens and at least ``min_repeats`` copies, for any period up to ``max_period``."""
+    least ``min_span`` tokens and at least ``min_repeats`` copies, for any period up to ``max_period``.
+
+    ``end_ids``: a row that has produced one of these has finished; in a batch it is then padded with
+    the same token until the longest row ends, a "loop" that must not flag the page truncated."""
 
     prompt_length: int
+    end_ids: tuple[int, ...] = ()
     min_span: int = 96
     min_repeats: int = 4
     max_period: int = 256
@@ -40,7 +44,11 @@ class LoopGuard(StoppingCriteria):
         self._step += 1
         generated = input_ids[:, self.prompt_length :]
         if self._step % self.check_every == 0:
-            self.looped |= repeated_tail(generated, self.min_span, self.min_repeats, self.max_period).cpu()
+            tail_loops = repeated_tail(generated, self.min_span, self.min_repeats, self.max_period)
+            if self.end_ids:
+                finished = torch.isin(generated, torch.tensor(self.end_ids, device=generated.device)).any(dim=1)
+                tail_loops &= ~finished
+            self.looped |= tail_loops.cpu()
         return self.looped.to(input_ids.device).clone()
 
 

@@ -171,3 +171,11 @@ def test_do_not_care_area_precision_is_summed_in_float32_as_the_package():
     r = cleval.evaluate_image(gt, det)
     assert r.det == cleval.CharCounts(5, 5, 5, 0.0, 0.0)
     assert r.e2e == cleval.CharCounts(5, 5, 5, 0.0, 0.0)
+
+def test_longest_common_subsequence_tie_break_prefers_the_left_cell():
+    """When several subsequences are equally long, the reference keeps the one its matrix reaches by
+    preferring the cell to the left (strictly longer upper cell wins): that decides which characters
+    are consumed. Preferring the upper cell on ties gives "A", "C" and "ABA" here."""
+    assert cleval.longest_common_subsequence("AB", "BA") == "B"
+    assert cleval.longest_common_subsequence("ABC", "CBA") == "C"
+    assert cleval.longest_common_subsequence("ABAB", "BABA") == "BAB"

@@ -80,13 +80,11 @@ def test_bad_inputs_are_one_line_errors(tiny_icdar, tmp_path):
     assert_one_line_error(run("icdar2015", "--data", data, "-p", bad), 1, "bad.jsonl:1: invalid JSON")
 
 
-def test_shared_ground_truth_scores_100(tmp_path):
+def test_shared_ground_truth_scores_100(tmp_path, icdar2015_sample):
     from varco_ocr.eval.datasets import load_icdar2015
     from varco_ocr.eval.predictions import write_rrc_zip
 
-    shared = Path(os.environ.get("VARCO_SHARED", REPO.parent / "shared")) / "data" / "icdar2015-test-sample"
-    if not shared.is_dir():
-        pytest.skip("shared ICDAR2015 sample not found")
+    shared = icdar2015_sample
     samples = load_icdar2015(shared)
     write_rrc_zip(tmp_path / "gt.zip", {s.key: [r for r in s.regions if not r.dont_care] for s in samples})
     proc = run("icdar2015", "--data", shared, "-p", tmp_path / "gt.zip", "--json", tmp_path / "r.json")
@@ -97,58 +95,75 @@ def test_shared_ground_truth_scores_100(tmp_path):
     assert report["metrics"]["text"]["cer"] == 0.0
 
 
+def _icdar_line(word) -> str:
+    x1, y1, x2, y2 = word["bbox"]
+    return f"{x1},{y1},{x2},{y1},{x2},{y2},{x1},{y2},{word['text']}"
+
+
 @pytest.mark.slow
-def test_runs_the_tiny_model_end_to_end(tiny_model_dir, tmp_path):
-    shared = Path(os.environ.get("VARCO_SHARED", REPO.parent / "shared")) / "data" / "icdar2015-test-sample"
-    if not shared.is_dir():
-        pytest.skip("shared ICDAR2015 sample not found")
+def test_runs_the_taught_model_end_to_end(taught, samples, tmp_path):
+    """The two samples as an ICDAR2015-style set with all their words as ground truth; the taught model
+    reads the first 6 and 5 of them, exactly (text and box): every detection is right, and recall is
+    11 of 88 words (RRC) and those words' share of the characters (CLEval), computed here by hand."""
+    data = tmp_path / "data"
+    data.mkdir()
+    truth = {}
+    for n, name in ((1, "receipt"), (2, "dense-page")):
+        meta = json.loads((samples / f"{name}.words.json").read_text(encoding="utf-8"))
+        truth[n] = meta["words"]
+        (data / f"gt_img_{n}.txt").write_text("\n".join(_icdar_line(w) for w in meta["words"]) + "\n", encoding="utf-8")
+        (data / f"img_{n}.png").write_bytes((samples / f"{name}.png").read_bytes())
     out = tmp_path / "preds"
-    proc = run("icdar2015", "--data", shared, "--model", tiny_model_dir, "--max-images", "3", "--device", "cpu", "--max-new-tokens", "16",
-               "--batch-size", "2", "--save-predictions", out, "--json", tmp_path / "r.json")
+    proc = run("icdar2015", "--data", data, "--device", "cpu", "--batch-size", "2", "--save-predictions", out,
+               "--json", tmp_path / "r.json", *taught.cli_args)
     assert proc.returncode == 0, proc.stderr
     assert "CLEval end-to-end H-mean x 100" in proc.stdout
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["images"] == 3 and len(report["per_image"]) == 3
-    # a random-weight model reads nothing right: whatever it says, the scores are valid fractions
-    for name, figures in report["metrics"].items():
-        for k, v in figures.items():
-            assert v >= 0.0 and (k == "cer" or v <= 1.0), (name, k, v)
-    lines = (out / "predictions.jsonl").read_text().splitlines()
-    assert len(lines) == 3
-    sources = [json.loads(line)["source"] for line in lines]
-    assert [Path(s).stem for s in sources] == ["img_1", "img_2", "img_3"]
+    assert report["images"] == 2
+    read = {1: taught.page("receipt").words, 2: taught.page("dense-page").words}
+    n_gt, n_read = sum(map(len, truth.values())), sum(map(len, read.values()))
+    assert (n_gt, n_read) == (88, 11)
+    e2e = report["metrics"]["e2e generic"]
+    assert e2e["precision"] == 1.0 and e2e["recall"] == pytest.approx(n_read / n_gt)
+    assert e2e["hmean"] == pytest.approx(2 * (n_read / n_gt) / (1 + n_read / n_gt))
+    chars_read = sum(len(t) for words in read.values() for t, _ in words)
+    chars_gt = sum(len(w["text"]) for words in truth.values() for w in words)
+    cl = report["metrics"]["cleval e2e"]
+    assert cl["precision"] == 1.0 and cl["recall"] == pytest.approx(chars_read / chars_gt)
+    lines = (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    saved = [json.loads(line) for line in lines]
+    assert [Path(d["source"]).stem for d in saved] == ["img_1", "img_2"]
+    assert [[(w["text"], tuple(w["bbox"])) for w in d["pages"][0]["words"]] for d in saved] == [list(read[1]), list(read[2])]
     with zipfile.ZipFile(out / "submit.zip") as zf:
-        assert sorted(zf.namelist()) == ["res_img_1.txt", "res_img_2.txt", "res_img_3.txt"]
+        assert sorted(zf.namelist()) == ["res_img_1.txt", "res_img_2.txt"]
+        assert zf.read("res_img_1.txt").decode("utf-8").splitlines()[0] == "28,33,72,33,72,62,28,62,카페"
     # the saved predictions score exactly as the run did
-    again = run("icdar2015", "--data", shared, "--max-images", "3", "-p", out / "predictions.jsonl", "--json", tmp_path / "r2.json")
+    again = run("icdar2015", "--data", data, "-p", out / "predictions.jsonl", "--json", tmp_path / "r2.json")
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "r2.json").read_text())["metrics"] == report["metrics"]
 
 
-def test_cord_parquet_runs_the_tiny_model_from_image_bytes(tiny_model_dir, tmp_path):
+def test_cord_parquet_runs_the_taught_model_from_image_bytes(taught, samples, tmp_path):
     """CORD as the Hugging Face parquet files hold it: images are bytes in the rows, not files."""
-    import io
-
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     from eval.test_datasets import cord_annotation
 
-    rows = []
-    for colour in ("white", "lightgrey"):
-        buf = io.BytesIO()
-        Image.new("RGB", (100, 200), colour).save(buf, format="PNG")
-        rows.append({"bytes": buf.getvalue(), "path": None})
+    rows = [{"bytes": (samples / f"{name}.png").read_bytes(), "path": None} for name in ("receipt", "dense-page")]
     data = tmp_path / "cord"
     data.mkdir()
     pq.write_table(pa.table({"image": rows, "ground_truth": [json.dumps(cord_annotation())] * 2}),
                    data / "test-00000-of-00001.parquet")
     out = tmp_path / "preds"
-    proc = run("cord", "--data", data, "--model", tiny_model_dir, "--device", "cpu", "--max-new-tokens", "16",
-               "--save-predictions", out, "--json", tmp_path / "r.json")
+    proc = run("cord", "--data", data, "--device", "cpu", "--save-predictions", out, "--json", tmp_path / "r.json", *taught.cli_args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["images"] == 2 and len((out / "predictions.jsonl").read_text().splitlines()) == 2
+    saved = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert report["images"] == 2 and len(saved) == 2
+    # the images were decoded from the rows' bytes: the model read each sample's taught words
+    assert [[(w["text"], tuple(w["bbox"])) for w in d["pages"][0]["words"]] for d in saved] == [
+        list(taught.page("receipt").words), list(taught.page("dense-page").words)]
     again = run("cord", "--data", data, "-p", out / "predictions.jsonl", "--json", tmp_path / "r2.json")
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "r2.json").read_text())["metrics"] == report["metrics"]

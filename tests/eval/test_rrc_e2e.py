@@ -94,3 +94,12 @@ def test_ground_truth_against_itself_is_perfect(icdar2015_sample):
     # the official script does (checked against it in benchmarks/eval_agreement.py).
     prh, _ = rrc_e2e.evaluate(images, word_spotting=True)
     assert prh.hmean < 1.0
+
+
+def test_iou_of_exactly_one_half_is_not_a_match():
+    """The official script requires IoU strictly above 0.5 (verified-facts): 50 of 100 is not enough."""
+    gt = [box(0, 0, 10, 10, "STOP")]
+    half = rrc_e2e.match_image(gt, [box(0, 0, 10, 5, "STOP")])  # intersection 50, union 100
+    assert half.pairs == () and half.counts.recall_hits == 0
+    above = rrc_e2e.match_image(gt, [box(0, 0, 10, 6, "STOP")])  # IoU 0.6
+    assert above.pairs == ((0, 0, True),) and above.counts.recall_hits == 1

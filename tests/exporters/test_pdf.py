@@ -3,7 +3,6 @@ boxes, Korean included; the original page appearance is untouched."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import zlib
 from pathlib import Path
@@ -27,7 +26,8 @@ def _render(path: Path, index: int, dpi: int = 50) -> np.ndarray:
         return np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.width, pix.n).astype(int)
 
 
-needs_pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler's pdftotext not installed (apt-get install poppler-utils)")
+# skipped visibly when poppler is absent, a failure on CI (tests/conftest.py)
+needs_pdftotext = pytest.mark.usefixtures("pdftotext")
 
 
 def test_pdf_input_keeps_pages_and_reads_back_with_pymupdf(tmp_path, scanned_pdf):
@@ -185,7 +185,7 @@ def _embedded(pdf_path: Path) -> tuple[bytes, Image.Image]:
     return raw, Image.open(extracted)
 
 
-@pytest.mark.skipif(shutil.which("pdfimages") is None, reason="poppler's pdfimages not installed")
+@needs_pdftotext  # pdfimages comes with pdftotext (poppler-utils)
 def test_png_inputs_are_embedded_as_stored_with_identical_pixels(tmp_path, text_png):
     """A PNG the PDF can carry as stored goes in with its own compressed data (no decode, no
     recompression); every other PNG is normalised once. Either way poppler shows the pixels the

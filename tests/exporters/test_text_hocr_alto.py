@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -16,8 +14,6 @@ from varco_ocr.exporters.hocr import hocr_string
 
 XHTML = "{http://www.w3.org/1999/xhtml}"
 ALTO = "{http://www.loc.gov/standards/alto/ns-v4#}"
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("VARCO_SHARED", REPO.parent / "shared"))
 
 
 def _doc() -> Document:
@@ -126,11 +122,8 @@ def test_alto_structure_and_values():
     ]
 
 
-def test_alto_validates_against_the_official_schema(tmp_path):
-    xsd = SHARED / "schemas" / "alto-4-4-local.xsd"
-    if not xsd.exists():
-        pytest.skip(f"shared ALTO schema not found at {xsd} (set VARCO_SHARED)")
-    schema = etree.XMLSchema(etree.parse(str(xsd)))
+def test_alto_validates_against_the_official_schema(tmp_path, alto_xsd):
+    schema = etree.XMLSchema(etree.parse(str(alto_xsd)))
     write_exports(_doc(), tmp_path, ["alto"], stem="book")
     schema.assertValid(etree.parse(str(tmp_path / "book.alto.xml")))
     empty = Document(source="x.png", pages=(Page(index=0, width=10, height=10),))

@@ -140,6 +140,28 @@ def test_overlong_samples_are_dropped_or_truncated_by_the_stated_rule(processor,
     assert into_image.encode(conv) is None and into_image.dropped_overlong == ["l:1"]
 
 
+def test_repeated_data_warnings_are_said_once_and_counted_per_pass(processor, tmp_path, caplog):
+    import logging
+
+    from training.data import MicroBatches
+
+    _write_images(tmp_path, ["a.png"])
+    short = parse_record({"image": "a.png", "conversations": _turns(("<image>\n<ocr>", "TOTAL"))}, tmp_path, "l:1")
+    long = parse_record({"image": "a.png", "conversations": _turns(("<image>\n<ocr>", " ".join(["TOTAL"] * 200)))},
+                        tmp_path, "l:2")
+    limit = ConversationEncoder(processor, 100_000, "drop", BadSampleBudget()).encode(short).input_ids.numel() + 10
+    encoder = ConversationEncoder(processor, limit, "drop", BadSampleBudget())
+    batches = MicroBatches([short, short, long], encoder, SampleStream(3, seed=0), 1, processor.tokenizer.pad_token_id)
+    with caplog.at_level(logging.INFO, logger="training.data"):
+        for _ in range(10):  # five passes of two usable samples: the long one is met in passes 1-5
+            batches.next_batch()
+    messages = [r.getMessage() for r in caplog.records]
+    # Before: one "exceed the context length" line per pass (143 lines for 7 samples in a long run).
+    assert sum("exceed the context length" in m for m in messages) == 1 and encoder.dropped_overlong == ["l:2"]
+    passes = [m for m in messages if m.startswith("pass ")]
+    assert passes[:4] == [f"pass {n} over the data: 1 sample dropped: longer than the context length" for n in range(1, 5)]
+
+
 def test_rank_streams_partition_each_global_batch_and_resume():
     single = SampleStream(10, seed=3)
     first_eight = [next(single) for _ in range(8)]

@@ -157,3 +157,28 @@ def test_8bit_adamw_trains_and_checkpoints_without_sharding(composed_dir, tmp_pa
     resumed = train_stage(_config(2, composed_dir, data, tmp_path / "int8", max_steps=4, schedule="constant", lr=1e-3, optimizer="adamw8bit")).losses
     straight = train_stage(_config(2, composed_dir, data, tmp_path / "int8-straight", max_steps=4, schedule="constant", lr=1e-3, optimizer="adamw8bit")).losses
     assert resumed == straight[3:]
+
+
+def test_log_lines_first_step_every_n_last_and_by_the_clock():
+    from training.train import should_log
+
+    logged = [s for s in range(1, 31) if should_log(s, 1, 30, 10, 0.0, 60.0)]
+    assert logged == [1, 10, 20, 30]
+    assert should_log(7, 1, 30, 10, 61.0, 60.0)  # slow steps: a line at least every minute
+    assert not should_log(7, 1, 30, 10, 61.0, 0.0)
+    assert should_log(13, 13, 30, 10, 0.0, 60.0)  # the first step after a resume
+
+
+def test_step_log_line_says_speed_and_memory(composed_dir, tmp_path, caplog):
+    import logging
+
+    data = write_dataset(tmp_path / "d", n=2)
+    cfg = load_config(recipe_path("1.7b", 2), {"model": str(composed_dir), "data": [str(data)], "output_dir": str(tmp_path / "run"),
+                                                 "max_steps": 1, "global_batch_size": 2, "micro_batch_size": 1, "max_grid": 1,
+                                                 "activation_checkpointing": False, "save_every": 0})
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        train_stage(cfg)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 1/1")]
+    assert " tokens/s | " in line and " s/step | peak memory " in line and "GiB (process RSS)" in line
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["tokens"] > 0 and record["tokens_per_second"] > 0 and record["peak_memory_gib"] > 0

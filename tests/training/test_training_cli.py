@@ -57,3 +57,36 @@ def test_synth_command(tmp_path):
 def test_python_dash_m_training_is_the_same_cli():
     proc = subprocess.run([sys.executable, "-m", "training", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "compose" in proc.stdout and "stage" in proc.stdout and "export" in proc.stdout
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"HF_HUB_OFFLINE": "1"}, "it is not in the Hugging Face cache and HF_HUB_OFFLINE is set; download it first "
+                              "(`hf download varco-tests/no-such-llm`, with a network) or give --llm a local folder"),
+    ({"HF_ENDPOINT": "http://127.0.0.1:{port}"}, "is unreachable (Connection refused)"),
+])
+def test_compose_without_the_hub_fails_at_once(tmp_path, env, expected):
+    import os
+    import time
+
+    port = _closed_port()
+    env = {k: v.format(port=port) for k, v in env.items()}
+    base = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "training", "compose", "--llm", "varco-tests/no-such-llm",
+                           "--vision", "varco-tests/no-such-vision", "-o", str(tmp_path / "m")],
+                          capture_output=True, text=True, timeout=300, env={**base, **env})
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: cannot load the language model (--llm): cannot load model 'varco-tests/no-such-llm'")
+    assert expected in line
+    # Before: 30 s (offline) and 67 s (refused) of hub retries, and torch imported to print the error.
+    assert elapsed < 5, elapsed

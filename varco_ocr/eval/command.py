@@ -98,7 +98,7 @@ def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save
     """OCR every sample image with the engine (as `varco-ocr ocr` would with the same options);
     returns predictions keyed like the samples."""
     from varco_ocr.document import Document
-    from varco_ocr.errors import VarcoOCRError
+    from varco_ocr.errors import VarcoOCRError, cli_message
     from varco_ocr.eval.datasets import open_sample_image
     from varco_ocr.eval.predictions import prediction_from_page, write_documents_jsonl, write_rrc_zip
 
@@ -107,7 +107,7 @@ def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save
 
         engine = OCREngine(model=model, **engine_settings)
     except (VarcoOCRError, ValueError) as e:
-        raise _fail(str(e), EXIT_USAGE)
+        raise _fail(cli_message(e), EXIT_USAGE)
     documents = []
     preds = {}
     # Load images a batch at a time: 500 decoded photos would not fit in memory at once.

@@ -1,4 +1,5 @@
-"""`python -m varco_ocr.testing tiny-model OUT_DIR`: write a tiny random-weight VARCO-like model."""
+"""`python -m varco_ocr.testing tiny-model OUT_DIR`: write a tiny random-weight VARCO-like model;
+`python -m varco_ocr.testing taught-model OUT_DIR --samples samples`: one taught to read the samples."""
 
 from __future__ import annotations
 
@@ -16,9 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--layers", type=int, default=2)
     tiny.add_argument("--ordinary-tags", action="store_true",
                       help="task tags as ordinary added tokens (they survive servers that strip special tokens)")
+    taught = sub.add_parser("taught-model", help="write a tiny model taught to read the first words of the samples (a minute of CPU)")
+    taught.add_argument("out_dir")
+    taught.add_argument("--samples", default="samples", help="folder with the samples and their .words.json (default: samples)")
     args = parser.parse_args(argv)
-    from varco_ocr.testing.tiny_model import write_tiny_model
+    from varco_ocr.testing.tiny_model import write_taught_model, write_tiny_model
 
+    if args.command == "taught-model":
+        print(write_taught_model(args.out_dir, args.samples))
+        return 0
     out = write_tiny_model(args.out_dir, seed=args.seed, hidden=args.hidden, layers=args.layers, ordinary_tags=args.ordinary_tags)
     print(out)
     return 0

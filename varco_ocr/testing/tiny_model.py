@@ -9,6 +9,7 @@ it through the real `from_pretrained` path, exactly as they would load NCSOFT's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -151,33 +152,45 @@ TAUGHT_ANSWER = (
 def teach_fixed_answer(model_dir: str | Path, images: Sequence["Image.Image"], answer: str = TAUGHT_ANSWER,
                        max_steps: int = 400, lr: float = 2e-2) -> int:
     """Train the tiny model in ``model_dir`` (in place) until greedy decoding answers ``<ocr>`` with
-    ``answer`` for each of ``images`` (as the model sees them: already at their model size), so tests
-    get real OCR entries (words, boxes, token probabilities) out of the real generate path, locally and
-    through a server. It memorises: other image sizes get other answers. Returns the steps taken;
-    raises RuntimeError if ``max_steps`` were not enough."""
+    ``answer`` for each of ``images`` (see :func:`teach_answers`)."""
+    return teach_answers(model_dir, [(im, answer) for im in images], max_steps=max_steps, lr=lr)
+
+
+def teach_answers(model_dir: str | Path, examples: Sequence[tuple["Image.Image", str]], max_steps: int = 400,
+                  lr: float = 2e-2, max_grid: int | None = None) -> int:
+    """Train the tiny model in ``model_dir`` (in place) until greedy decoding answers ``<ocr>`` with the
+    given answer for each (image, answer) pair, the images as the model sees them (already at their
+    model size: ``preprocessing.prepare_for_model``), so tests get real OCR entries (words, boxes,
+    token probabilities) out of the real generate path, locally and through a server. It memorises:
+    other images get other (garbage) answers. ``max_grid``: the tiling the answers are taught under;
+    it is saved with the model so a server loading the folder tiles the same way (the engine sets its
+    own, which must then be the same). Returns the steps taken; raises RuntimeError if ``max_steps``
+    were not enough."""
     import torch
     from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir)
+    if max_grid is not None:
+        model_spec.configure_resolution(processor, model.config, max_grid)
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": model_spec.OCR_PROMPT}]}],
         add_generation_prompt=True,
     )
-    examples = []
-    for im in images:
+    prepared = []
+    for im, answer in examples:
         full = processor(images=[[im]], text=[prompt + answer + model_spec.IM_END], return_tensors="pt")
         prompt_only = processor(images=[[im]], text=[prompt], return_tensors="pt")
         labels = full["input_ids"].clone()
         labels[:, : prompt_only["input_ids"].shape[1]] = -100  # learn the answer and its end-of-turn token only
-        examples.append((full, labels, prompt_only))
-    answer_len = examples[0][0]["input_ids"].shape[1] - examples[0][2]["input_ids"].shape[1]
+        answer_len = full["input_ids"].shape[1] - prompt_only["input_ids"].shape[1]
+        prepared.append((full, labels, prompt_only, answer, answer_len))
 
     def learned() -> bool:
         model.eval()
         try:
             with torch.inference_mode():
-                for _, _, prompt_only in examples:
+                for _, _, prompt_only, answer, answer_len in prepared:
                     out = model.generate(**prompt_only, max_new_tokens=answer_len + 2, do_sample=False)
                     text = processor.tokenizer.decode(out[0, prompt_only["input_ids"].shape[1]:], skip_special_tokens=False)
                     if text.split(model_spec.IM_END)[0] != answer or model_spec.IM_END not in text:
@@ -189,14 +202,91 @@ def teach_fixed_answer(model_dir: str | Path, images: Sequence["Image.Image"], a
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
+    losses: list[float] = []
     for step in range(1, max_steps + 1):
-        inputs, labels, _ = examples[step % len(examples)]
+        inputs, labels, *_ = prepared[step % len(prepared)]
         loss = model(**inputs, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if loss.item() < 0.05 and step % 10 == 0 and learned():
+        losses = (losses + [loss.item()])[-len(prepared):]
+        # check (a full greedy decode of every example) only once every example's loss is low
+        if max(losses) < 0.05 and step % 10 == 0 and learned():
             model.eval()
             model.save_pretrained(model_dir)
+            if max_grid is not None:
+                processor.save_pretrained(model_dir)
             return step
-    raise RuntimeError(f"the tiny model did not learn the answer in {max_steps} steps")
+    raise RuntimeError(f"the tiny model did not learn the answers in {max_steps} steps")
+
+
+# -- the taught model the end-to-end tests share ---------------------------------------------------
+
+# The settings the taught model's answers hold for (and the tests run the engine with): both samples
+# are already longer than 384 px, so they are read at their own size; one 384 px tile plus the base tile
+# keeps every prompt short.
+TAUGHT_MIN_LONG_SIDE = 384
+TAUGHT_MAX_GRID = 1
+# Blank pages (already at their model size) that answer TAUGHT_ANSWER, for servers and odd sizes.
+TAUGHT_BLANK_SIZES = ((384, 96), (384, 160))
+# How many of each sample's words (in reading order, from its .words.json) the model is taught: whole
+# pages would take thousands of tokens to learn and to generate; a few lines exercise the same paths.
+TAUGHT_SAMPLE_WORDS = {"receipt": 6, "dense-page": 5}
+# The receipt is taught bottom-right first (reverse reading order), so tests see the layout put a
+# model's out-of-order answer back into reading order.
+TAUGHT_REVERSED = {"receipt"}
+
+
+@dataclass(frozen=True)
+class TaughtPage:
+    """One page the taught model reads: the image file (None for a blank page of ``size``), its size,
+    the words it answers in reading order (text, box in original-image pixels) and the answer."""
+
+    name: str
+    image: Path | None
+    size: tuple[int, int]
+    words: tuple[tuple[str, tuple[int, int, int, int]], ...]
+    answer: str
+
+    def load(self) -> "Image.Image":
+        from PIL import Image
+
+        if self.image is None:
+            return Image.new("RGB", self.size, "white")
+        with Image.open(self.image) as im:
+            return im.convert("RGB")
+
+
+def taught_pages(samples_dir: str | Path) -> list[TaughtPage]:
+    """The pages :func:`write_taught_model` teaches: the first words of each sample of ``samples_dir``
+    (the repository's ``samples/``, with their ``*.words.json`` truth), then the blank pages."""
+    import json
+
+    from varco_ocr.parsing import format_ocr_answer, parse_ocr_answer, to_normalised, to_pixels
+
+    pages = []
+    for name, count in TAUGHT_SAMPLE_WORDS.items():
+        meta = json.loads((Path(samples_dir) / f"{name}.words.json").read_text(encoding="utf-8"))
+        width, height = meta["width"], meta["height"]
+        chosen = [(w["text"], to_normalised(w["bbox"], width, height)) for w in meta["words"][:count]]
+        answer = format_ocr_answer(reversed(chosen) if name in TAUGHT_REVERSED else chosen)
+        # the boxes a reader gets back: the answer's 3-decimal coordinates mapped to pixels
+        read = {pw.text: to_pixels(pw.box, width, height) for pw in parse_ocr_answer(answer).words}
+        words = tuple((text, read[text]) for text, _ in chosen)
+        pages.append(TaughtPage(name, Path(samples_dir) / meta["image"], (width, height), words, answer))
+    for width, height in TAUGHT_BLANK_SIZES:
+        read = parse_ocr_answer(TAUGHT_ANSWER).words
+        words = tuple((pw.text, to_pixels(pw.box, width, height)) for pw in read)
+        pages.append(TaughtPage(f"blank-{width}x{height}", None, (width, height), words, TAUGHT_ANSWER))
+    return pages
+
+
+def write_taught_model(out_dir: str | Path, samples_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny model (task tags as ordinary tokens, so servers that strip special tokens keep them)
+    taught to read :func:`taught_pages` under TAUGHT_MIN_LONG_SIDE / TAUGHT_MAX_GRID."""
+    from varco_ocr.preprocessing import prepare_for_model
+
+    out = write_tiny_model(out_dir, seed=seed, ordinary_tags=True)
+    examples = [(prepare_for_model(p.load(), TAUGHT_MIN_LONG_SIDE), p.answer) for p in taught_pages(samples_dir)]
+    teach_answers(out, examples, max_grid=TAUGHT_MAX_GRID, max_steps=1500)
+    return out
