@@ -11,10 +11,14 @@ child and anything it forks, from ``os.wait4``) is divided by the pages read:
              reply and the answer's entries (and their confidences), write one JSON per document
              with the C encoder
 
-Inputs (made once per run): one PDF of N A4 text pages (rendered at 300 dpi: 2480x3508, no upscale)
-and N PNG "scans" of the same pages at 200 dpi (1654x2339 RGB: upscaled to 2304 on the long side).
+Inputs (made once per run): one PDF of N A4 text pages (rendered at 300 dpi: 2480x3508, no upscale),
+N PNG "scans" of the same pages at 200 dpi (1654x2339 RGB: upscaled to 2304 on the long side) and, for
+the png300 row, at 300 dpi (2480x3508 RGB: sent as they are). The pages are black text on white, so
+every pixel is grey, as on most scans.
 Rows: PDF and PNG, JSON only and all five formats (json,txt,hocr,alto,pdf), with and without
 log-probabilities. Ratios are varco-ocr / floor in the same run; "x json" is all formats / JSON only.
+The floor always sends an RGB PNG it encoded; varco-ocr may send less (a single-channel PNG for a grey
+page, a file's own bytes), which is the floor lowered, so a ratio may go under 1.
 
     python benchmarks/client_floor.py [--pages 20] [--repeat 1] [--rows all] [--save DIR] [--compare DIR]
         [--check-pixels]
@@ -201,13 +205,13 @@ def floor_client(url: str, inputs: list[Path], out: Path, dpi: float, min_long_s
 
 
 def make_inputs(folder: Path, pages: int) -> tuple[Path, Path]:
-    """One PDF of ``pages`` A4 text pages and the same pages as 200-dpi RGB PNG scans."""
+    """One PDF of ``pages`` A4 text pages and the same pages as 200-dpi and 300-dpi RGB PNG scans."""
     import pymupdf
 
     rng = random.Random(0)
-    pdf_dir, png_dir = folder / "pdf", folder / "png"
-    pdf_dir.mkdir(parents=True)
-    png_dir.mkdir(parents=True)
+    pdf_dir, png_dir, png300_dir = folder / "pdf", folder / "png", folder / "png300"
+    for d in (pdf_dir, png_dir, png300_dir):
+        d.mkdir(parents=True)
     doc = pymupdf.open()
     for p in range(pages):
         page = doc.new_page(width=595, height=842)
@@ -218,8 +222,9 @@ def make_inputs(folder: Path, pages: int) -> tuple[Path, Path]:
     doc.save(pdf_dir / "doc.pdf")
     for p, page in enumerate(doc):
         page.get_pixmap(dpi=200, colorspace=pymupdf.csRGB, alpha=False).save(png_dir / f"scan-{p + 1:03d}.png")
+        page.get_pixmap(dpi=300, colorspace=pymupdf.csRGB, alpha=False).save(png300_dir / f"scan-{p + 1:03d}.png")
     doc.close()
-    return pdf_dir, png_dir
+    return pdf_dir, png_dir, png300_dir
 
 
 def cpu_of(cmd: list[str], env: dict[str, str]) -> float:
@@ -249,6 +254,7 @@ ROWS = {  # name: (input kind, formats, log-probabilities)
     "pdf-json-lp": ("pdf", "json", True),
     "png-json": ("png", "json", False),
     "png-json-lp": ("png", "json", True),
+    "png300-json-lp": ("png300", "json", True),
     "pdf-all-lp": ("pdf", ALL_FORMATS, True),
     "png-all-lp": ("png", ALL_FORMATS, True),
 }
@@ -279,7 +285,7 @@ def main() -> None:
     port = int(server.stdout.readline())  # type: ignore[union-attr]
     tmp = Path(tempfile.mkdtemp(prefix="client-floor-"))
     try:
-        dirs = dict(zip(("pdf", "png"), make_inputs(tmp / "in", args.pages)))
+        dirs = dict(zip(("pdf", "png", "png300"), make_inputs(tmp / "in", args.pages)))
         cpu: dict[tuple[str, str], list[float]] = {}
         outputs: dict[str, dict[str, str]] = {}
         help_cpu = [cpu_of([sys.executable, "-m", "varco_ocr", "--help"], env) for _ in range(args.repeat)]
