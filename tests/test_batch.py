@@ -492,3 +492,43 @@ def test_cli_names_requested_pages_a_pdf_does_not_have_and_exits_1(tmp_path, tin
     assert stdout.returncode == 1 and [line for line in stdout.stderr.splitlines() if line.startswith("varco-ocr:")] == [f"varco-ocr: four.pdf: {note}"]
     assert [p["index"] for p in json.loads(stdout.stdout)["pages"]] == [0, 1, 2, 3]
     assert _cli("four.pdf", "--pages", "2-", "-o", "out2", *common, cwd=tmp_path).returncode == 0  # "to the last": all there
+
+
+class _PixelRecorder:
+    """A backend that records the pixels it is given (and whether it asked for a thread renderer)."""
+
+    def __init__(self, render_in_thread: bool) -> None:
+        if render_in_thread:
+            self.render_in_thread = True
+        self.seen: list[tuple[str, tuple[int, int], bytes]] = []
+
+    def ocr_batch(self, images, batch_size=4, indices=None):
+        from varco_ocr.document import Page
+
+        out = []
+        for image, index in zip(images, indices):
+            self.seen.append((image.mode, image.size, image.tobytes()))
+            out.append(Page(index=index, width=image.size[0], height=image.size[1]))
+        return out
+
+
+def test_a_backend_asking_for_a_thread_renderer_gets_one_with_the_same_pixels(tmp_path, monkeypatch, samples):
+    """The server backend's pages are rendered in a thread (measured cheaper than the child process
+    and its shared-memory copies); the pixels handed to the backend are the same either way."""
+    import varco_ocr.batch as batch_module
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(samples / "three-pages.pdf", folder / "doc.pdf")
+    shutil.copy(samples / "receipt.png", folder / "receipt.png")
+    chosen = []
+    start = batch_module._start_producer
+    monkeypatch.setattr(batch_module, "_start_producer", lambda files, options, maxsize: chosen.append(options.render_in_process) or start(files, options, maxsize))
+    seen = {}
+    for thread in (True, False):
+        backend = _PixelRecorder(render_in_thread=thread)
+        assert run([folder], backend, BatchOptions(dpi=72, progress="none")).exit_code == 0
+        seen[thread] = backend.seen
+    assert chosen[0] is False  # asked for: a thread
+    assert chosen[1] is None  # not asked for: the platform default (a child process on Linux)
+    assert len(seen[True]) == 4 and seen[True] == seen[False]

@@ -1,12 +1,14 @@
 """The local engine, the real transformers path end to end: the random-weight tiny model for prompts and
 token counts, the taught tiny model (tests/conftest.py) for what is read: words, boxes, order, confidences."""
 
+import threading
+
 import pytest
 import torch
 from PIL import Image
 
 from varco_ocr import OCREngine, model_spec
-from varco_ocr.engine import Generation
+from varco_ocr.engine import Generation, PageBatch
 from varco_ocr.errors import ModelLoadError
 
 pytestmark = pytest.mark.slow
@@ -178,3 +180,66 @@ def test_unreachable_hub_fails_at_once(monkeypatch):
         OCREngine("varco-ocr-tests/not-a-cached-model")
     assert time.monotonic() - start < 5
     assert "and set HF_HUB_OFFLINE=1" in str(info.value)
+
+
+def _pages(samples):
+    return [
+        Image.open(samples / "receipt.png"),
+        Image.new("RGB", (200, 90), (240, 240, 240)),
+        Image.open(samples / "dense-page.png"),
+        Image.new("RGB", (90, 300), (250, 250, 250)),
+        Image.open(samples / "receipt.png").rotate(90, expand=True),
+    ]
+
+
+def test_prefetch_on_and_off_give_the_same_pages(taught_engine, taught, samples):
+    """The next batch is prepared in a thread with a copy of the processor: the pages (the taught
+    words, boxes, confidences) are those of the engine preparing every batch itself."""
+    images = [Image.open(samples / "receipt.png"), Image.new("RGB", (384, 96), "white"),
+              Image.open(samples / "dense-page.png"), Image.new("RGB", (384, 160), "white")]
+    names = ["receipt", "blank-384x96", "dense-page", "blank-384x160"]
+    results = {}
+    try:
+        for prefetch in (True, False):
+            taught_engine.prefetch = prefetch
+            results[prefetch] = taught_engine.ocr_batch(images, batch_size=2, indices=list(range(4)))
+    finally:
+        taught_engine.prefetch = True
+    assert [words_of(p) for p in results[True]] == [list(taught.page(n).words) for n in names]
+    assert results[True] == results[False]
+
+
+def test_the_next_batch_is_prepared_while_this_one_generates(engine, samples, monkeypatch):
+    """While the first batch generates, the second one's processor call has started (in the
+    prefetch thread): generation waits for it, which would time out if preparation came after."""
+    second_prepared = threading.Event()
+    prepared_in = []
+    model_inputs, generate_inputs = engine.model_inputs, engine.generate_inputs
+
+    def recording_inputs(*args, **kwargs):
+        out = model_inputs(*args, **kwargs)
+        prepared_in.append(threading.current_thread().name)
+        if len(prepared_in) == 2:
+            second_prepared.set()
+        return out
+
+    calls = []
+
+    def waiting_generate(inputs, *args, **kwargs):
+        calls.append(second_prepared.wait(60) if not calls else True)
+        return generate_inputs(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "model_inputs", recording_inputs)
+    monkeypatch.setattr(engine, "generate_inputs", waiting_generate)
+    pages = engine.ocr_batch(_pages(samples)[:4], batch_size=2)
+    assert len(pages) == 4 and calls == [True, True]
+    assert set(prepared_in) == {"varco-ocr-prefetch"}
+
+
+def test_ocr_batches_equals_ocr_batch_per_batch(engine, samples):
+    images = _pages(samples)
+    batches = [PageBatch(images[:2], indices=[4, 5], tag="a"), PageBatch(images[2:], dpis=[300.0, None, 72.0], tag="b")]
+    out = list(engine.ocr_batches(iter(batches)))
+    assert [b.tag for b, _ in out] == ["a", "b"]
+    assert out[0][1] == engine.ocr_batch(images[:2], batch_size=2, indices=[4, 5])
+    assert out[1][1] == engine.ocr_batch(images[2:], batch_size=3, dpis=[300.0, None, 72.0])

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from varco_ocr.generation import LoopGuard, repeated_tail, word_confidences
+from varco_ocr.confidence import word_confidences
+from varco_ocr.generation import LoopGuard, repeated_tail
 
 
 def test_repeated_tail_detects_long_loops_only():

@@ -53,6 +53,25 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_image(path).size == (20, 40)
 
 
+@pytest.mark.parametrize("orientation", [None, 1, 3, 6, 8])
+def test_only_an_orientation_to_apply_costs_a_copy(orientation):
+    """An RGB page without an EXIF rotation is used as it is (exif_transpose would copy the whole
+    page); a rotated one is turned, as a person sees it, and the input is left as it was."""
+    img = Image.new("RGB", (40, 20), "white")
+    img.putpixel((0, 0), (255, 0, 0))
+    if orientation is not None:
+        img.getexif()[0x0112] = orientation
+    before = img.tobytes()
+    loaded = load_image(img)
+    if orientation in (None, 1):
+        assert loaded is img
+    else:
+        assert loaded is not img and loaded.size == ((40, 20) if orientation == 3 else (20, 40))
+        red = {3: (39, 19), 6: (19, 0), 8: (0, 39)}[orientation]
+        assert loaded.getpixel(red) == (255, 0, 0)
+    assert img.tobytes() == before and img.size == (40, 20)
+
+
 def test_bad_files_give_one_line_reasons(tmp_path):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")

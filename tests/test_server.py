@@ -470,3 +470,86 @@ def test_ask_through_the_server_streams_the_same_text(transformers_server, taugh
     assert [s["page"] for s in record["sources"]] == [1, 1] and record["model"] == str(taught_models["ordinary"])
     assert record["tokens"]["prompt"] > 2 * 577 and 1 <= record["tokens"]["answer"] <= 12
     assert record["tokens"]["visual"] is None  # the server reports only totals
+
+
+@pytest.mark.parametrize("kind", ["grey", "colour", "grey but one pixel"])
+def test_the_server_sees_exactly_the_pages_pixels_grey_pages_as_one_channel(kind):
+    """A grey page is sent as a single-channel PNG; transformers' own image loading (what
+    `transformers serve` runs; vLLM also converts to RGB with Pillow) gives back exactly the RGB
+    pixels the local engine reads, for grey and colour pages alike."""
+    import base64
+    import io
+
+    from PIL import ImageDraw
+    from transformers.image_utils import load_image as hf_load_image
+
+    from varco_ocr.server import image_data_url
+
+    page = Image.new("RGB", (320, 200), (247, 247, 247))
+    ImageDraw.Draw(page).text((10, 80), "TOTAL 12,000", fill=(12, 12, 12))
+    if kind == "colour":
+        ImageDraw.Draw(page).rectangle((200, 20, 300, 60), fill=(200, 30, 40))
+    elif kind == "grey but one pixel":
+        page.putpixel((5, 199), (90, 91, 90))
+    url = image_data_url(page)
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.mode == ("L" if kind == "grey" else "RGB")
+    seen = hf_load_image(url)
+    assert seen.mode == "RGB" and seen.size == page.size and seen.tobytes() == page.tobytes()
+
+
+def test_grey_detection_round_trips_any_page():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from transformers.image_utils import load_image as hf_load_image
+
+    from varco_ocr.server import image_data_url
+
+    pixel = st.one_of(st.integers(0, 255).map(lambda v: (v, v, v)), st.tuples(*[st.integers(0, 255)] * 3))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 12), st.integers(1, 70), st.data())
+    def round_trip(w, h, data):
+        pixels = data.draw(st.lists(pixel, min_size=w * h, max_size=w * h))
+        page = Image.new("RGB", (w, h))
+        page.putdata(pixels)
+        assert hf_load_image(image_data_url(page)).tobytes() == page.tobytes()
+
+    round_trip()
+
+
+def test_a_page_file_the_model_reads_as_it_is_is_sent_as_its_own_bytes(fake_servers, tmp_path):
+    """An RGB PNG or JPEG that needs no change (no EXIF rotation, no upscale) is sent as the file's
+    own bytes, which transformers' image loading decodes to the pixels the local engine reads; a
+    rotated JPEG and a small PNG (upscaled) are sent as the prepared pixels."""
+    import base64
+
+    from PIL import ImageDraw
+    from transformers.image_utils import load_image as hf_load_image
+
+    from varco_ocr.preprocessing import load_image, prepare_for_model
+
+    fake = fake_servers()
+    page = Image.new("RGB", (2400, 1700), "white")
+    ImageDraw.Draw(page).text((100, 100), "SUBTOTAL 9,900", fill=(20, 20, 90))
+    rotated = Image.Exif()
+    rotated[0x0112] = 6
+    files = {"png": tmp_path / "page.png", "jpeg": tmp_path / "page.jpg", "rotated": tmp_path / "rotated.jpg",
+             "small": tmp_path / "small.png"}
+    page.save(files["png"])
+    page.save(files["jpeg"], quality=90)
+    page.save(files["rotated"], quality=90, exif=rotated.tobytes())
+    page.resize((600, 425)).save(files["small"])
+    backend = ServerBackend([fake.url], model="m", retries=0)
+    try:
+        for name, path in files.items():
+            before = len(fake.requests)
+            (result,) = backend.ocr_batch([load_image(path)], indices=[0])
+            assert result.error is None, result.error
+            url = fake.requests[before]["messages"][0]["content"][0]["image_url"]["url"]
+            sent = base64.b64decode(url.split(",", 1)[1])
+            expected = prepare_for_model(load_image(path))
+            assert hf_load_image(url).tobytes() == expected.tobytes(), name
+            assert (sent == path.read_bytes()) == (name in ("png", "jpeg")), name
+    finally:
+        backend.close()

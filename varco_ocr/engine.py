@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from PIL import Image
 
@@ -18,7 +18,15 @@ from varco_ocr.document import Page, Word
 from varco_ocr.errors import ModelLoadError
 from varco_ocr.layout import build_page
 from varco_ocr.parsing import GroundingAnswer, NormBox, parse_grounding_answer, parse_ocr_answer, to_pixels
-from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LONG_SIDE, ImageSource, load_image, prepare_for_model
+from varco_ocr.prefetch import prefetched
+from varco_ocr.preprocessing import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_LONG_SIDE,
+    ImageSource,
+    load_image,
+    prepare_for_model,
+    upscaled_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,21 @@ class Generation:
     hit_token_limit: bool
     looped: bool
     confidences: tuple[float | None, ...] = ()  # per <char> entry, in order
+
+
+@dataclass(frozen=True)
+class PageBatch:
+    """One batch for ``OCREngine.ocr_batches``: its images, their page numbers and dpis, and any
+    ``tag`` the caller needs back with the pages (e.g. which documents they belong to)."""
+
+    images: Sequence[ImageSource]
+    indices: Sequence[int] | None = None
+    dpis: Sequence[float | None] | None = None
+    tag: Any = None
+
+
+def _pixels(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
 
 
 @dataclass(frozen=True)
@@ -185,6 +208,7 @@ class OCREngine:
         attn_implementation: str | None = None,
         split_truncated: bool = False,
         require_ocr_tokens: bool = True,
+        prefetch: bool = True,
     ) -> None:
         import torch
         from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
@@ -198,6 +222,10 @@ class OCREngine:
         self.keep_raw = keep_raw
         self.loop_guard = loop_guard
         self.split_truncated = split_truncated  # re-read truncated pages as bands (varco_ocr.bands)
+        # Pre-process the next batch in a thread while this one generates (varco_ocr.prefetch);
+        # off, everything runs on the calling thread (same results, measured by benchmarks/engine_overlap.py).
+        self.prefetch = prefetch
+        self._prefetch_copy = None  # the prefetch thread's own processor (tokenizers are not thread-safe)
         _fail_fast_when_unreachable(self.model_name)
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_name)
@@ -226,9 +254,9 @@ class OCREngine:
 
     # -- prompts ---------------------------------------------------------------------------------
 
-    def prompt(self, task_text: str, num_images: int = 1) -> str:
+    def prompt(self, task_text: str, num_images: int = 1, processor=None) -> str:
         content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": task_text}]
-        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        return (processor or self.processor).apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
 
     # -- generation ------------------------------------------------------------------------------
 
@@ -236,18 +264,35 @@ class OCREngine:
                  on_tokens: Callable[[int], None] | None = None) -> list[Generation]:
         """One greedy generation per (already prepared) image, batched with left padding. ``on_tokens`` is
         called at every decoding step with the number of tokens just generated (one per batch row)."""
+        return self.generate_inputs(self.model_inputs(images, task_text), max_new_tokens, on_tokens=on_tokens)
+
+    def model_inputs(self, images: Sequence[Image.Image], task_text: str, processor=None):
+        """Prepared images -> the model's inputs, on the CPU (pinned on CUDA, so the copy to the
+        device can overlap): the processor's tiling, normalising, tokenising and padding, the CPU
+        work a prefetch thread does ahead of ``generate_inputs``. ``processor`` is a copy of the
+        engine's for that thread (a tokenizer is not safe to share between threads)."""
+        processor = processor or self.processor
+        prompt = self.prompt(task_text, processor=processor)
+        inputs = processor(images=[[im] for im in images], text=[prompt] * len(images), padding=True, return_tensors="pt")
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        if self.device.startswith("cuda"):
+            for key, value in inputs.items():
+                if isinstance(value, self._torch.Tensor):
+                    inputs[key] = value.pin_memory()
+        return inputs
+
+    def generate_inputs(self, inputs, max_new_tokens: int | None = None,
+                        on_tokens: Callable[[int], None] | None = None) -> list[Generation]:
+        """Greedy generation from ``model_inputs``' output: one Generation per image."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        from varco_ocr.generation import ChosenTokenProbability, LoopGuard, word_confidences
+        from varco_ocr.confidence import word_confidences
+        from varco_ocr.generation import ChosenTokenProbability, LoopGuard
 
         torch = self._torch
         max_new = max_new_tokens or self.max_new_tokens
-        prompt = self.prompt(task_text)
-        inputs = self.processor(
-            images=[[im] for im in images], text=[prompt] * len(images), padding=True, return_tensors="pt"
-        ).to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        inputs = inputs.to(self.device, non_blocking=True) if self.device != "cpu" else inputs
         prompt_len = inputs["input_ids"].shape[1]
         recorder = ChosenTokenProbability()
         stopping = StoppingCriteriaList()
@@ -313,30 +358,84 @@ class OCREngine:
 
         Images are sorted by size so each batch pads as little as possible, then put back in order.
         Progress, for a caller that shows it: ``on_tokens(n)`` at every decoding step, ``on_pages(n)`` when
-        a batch of ``n`` pages is read.
+        a batch of ``n`` pages is read. The next batch is pre-processed in a thread while the current one
+        generates (``prefetch``).
         """
         loaded = [self._load(im) for im in images]
         indices = list(indices) if indices is not None else [0] * len(loaded)
         dpis = list(dpis) if dpis is not None else [None] * len(loaded)
-        prepared = [prepare_for_model(im, self.min_long_side) for im in loaded]
-        order = sorted(range(len(prepared)), key=lambda i: (prepared[i].size[0] * prepared[i].size[1], i))
-        pages: list[Page | None] = [None] * len(prepared)
-        for start in range(0, len(order), max(1, batch_size)):
-            chunk = order[start : start + max(1, batch_size)]
-            gens = self.generate([prepared[i] for i in chunk], model_spec.OCR_PROMPT, on_tokens=on_tokens)
-            for i, gen in zip(chunk, gens):
-                w, h = loaded[i].size
+        order = sorted(range(len(loaded)), key=lambda i: (_pixels(upscaled_size(*loaded[i].size, self.min_long_side)), i))
+        step = max(1, batch_size)
+        chunks = [[(i, loaded[i]) for i in order[start : start + step]] for start in range(0, len(order), step)]
+        pages: list[Page | None] = [None] * len(loaded)
+        for _, chunk, gens in self._read_chunks(chunks, lambda chunk: chunk, on_tokens):
+            for (i, original), gen in zip(chunk, gens):
+                w, h = original.size
                 pages[i] = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
             if on_pages is not None:
                 on_pages(len(chunk))
         if self.split_truncated:
-            from varco_ocr.bands import reread_in_bands
-
             for i, page in enumerate(pages):
                 if page is not None and page.truncated:
-                    pages[i] = reread_in_bands(loaded[i], page,
-                                               lambda bands: self._read_bands(bands, batch_size, on_tokens))
+                    pages[i] = self._reread(loaded[i], page, batch_size, on_tokens)
         return [p for p in pages if p is not None]
+
+    def ocr_batches(self, batches: Iterable[PageBatch], *, on_tokens: Callable[[int], None] | None = None
+                    ) -> Iterator[tuple[PageBatch, list[Page]]]:
+        """OCR a stream of batches, each in one generate call, loading and pre-processing batch N+1
+        in a thread while batch N generates: ``(batch, pages)`` in order, ``pages`` in the batch's
+        order; each batch's pages equal ``ocr_batch(batch.images, batch_size=len(batch.images))``.
+
+        For callers that form batches as pages arrive (the batch runner): with ``ocr_batch`` once per
+        batch, the overlap cannot span calls and the accelerator waits while each batch is prepared.
+        ``batches`` is iterated in the prefetch thread, one batch ahead.
+        """
+
+        def load(batch: PageBatch) -> list[tuple[int, Image.Image]]:
+            loaded = [self._load(im) for im in batch.images]
+            order = sorted(range(len(loaded)), key=lambda i: (_pixels(upscaled_size(*loaded[i].size, self.min_long_side)), i))
+            return [(i, loaded[i]) for i in order]
+
+        for batch, chunk, gens in self._read_chunks(batches, load, on_tokens):
+            n = len(chunk)
+            indices = list(batch.indices) if batch.indices is not None else [0] * n
+            dpis = list(batch.dpis) if batch.dpis is not None else [None] * n
+            pages: list[Page | None] = [None] * n
+            for (i, original), gen in zip(chunk, gens):
+                w, h = original.size
+                page = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
+                pages[i] = self._reread(original, page, n, on_tokens) if self.split_truncated and page.truncated else page
+            yield batch, [p for p in pages if p is not None]
+
+    def _read_chunks(self, jobs: Iterable[Any], load: Callable[[Any], list[tuple[int, Image.Image]]],
+                     on_tokens: Callable[[int], None] | None = None
+                     ) -> Iterator[tuple[Any, list[tuple[int, Image.Image]], list[Generation]]]:
+        """Generate each job's ``(position, loaded image)`` pairs, ``load(job)``, in one batch:
+        ``(job, pairs, generations)``. The next job's load, upscale and processor run in the prefetch
+        thread, with its own copy of the processor, while this one generates."""
+        processor = self._prefetch_processor() if self.prefetch else self.processor
+
+        def prepare(job: Any) -> tuple[list[tuple[int, Image.Image]], Any]:
+            chunk = load(job)
+            prepared = [prepare_for_model(im, self.min_long_side) for _, im in chunk]
+            return chunk, self.model_inputs(prepared, model_spec.OCR_PROMPT, processor)
+
+        for job, (chunk, inputs) in prefetched(jobs, prepare, enabled=self.prefetch):
+            yield job, chunk, self.generate_inputs(inputs, on_tokens=on_tokens)
+
+    def _prefetch_processor(self):
+        """The prefetch thread's processor: a copy made once, after the resolution was configured
+        (the engine's own processor is not changed after loading)."""
+        if self._prefetch_copy is None:
+            import copy
+
+            self._prefetch_copy = copy.deepcopy(self.processor)
+        return self._prefetch_copy
+
+    def _reread(self, original: Image.Image, page: Page, batch_size: int, on_tokens: Callable[[int], None] | None = None) -> Page:
+        from varco_ocr.bands import reread_in_bands
+
+        return reread_in_bands(original, page, lambda bands: self._read_bands(bands, batch_size, on_tokens))
 
     def _read_bands(self, images: Sequence[Image.Image], batch_size: int,
                     on_tokens: Callable[[int], None] | None = None) -> list[tuple[list[Word], bool, int]]:

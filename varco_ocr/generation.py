@@ -8,14 +8,13 @@ verbatim (two words cannot share one box), so exact repetition of a long tail is
 
 Confidence: greedy decoding picks the most probable token at each step; the recorder keeps that
 token's probability (one float per sequence per step, never the full vocabulary scores, which at
-151,936 x 8,192 would be gigabytes). A word's confidence is the *minimum* probability over the tokens of
-its text (between ``<char>`` and ``</char>``): one doubtful character makes the word doubtful.
+151,936 x 8,192 would be gigabytes). Word confidences are computed from those by the torch-free
+``varco_ocr.confidence.word_confidences`` (shared with the server backend).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
@@ -88,24 +87,3 @@ class ChosenTokenProbability(LogitsProcessor):
         if not self.steps:
             return torch.zeros(0, 0)
         return torch.stack(self.steps, dim=1)
-
-
-def word_confidences(token_ids: Sequence[int], probs: Sequence[float], open_id: int, close_id: int) -> list[float | None]:
-    """Confidence of each ``<char>`` entry, in order: the minimum probability of the tokens between
-    ``open_id`` (``<char>``) and the next ``close_id`` (``</char>``); None for an entry with no text
-    tokens or no closing tag."""
-    out: list[float | None] = []
-    current: list[float] | None = None
-    for tok, p in zip(token_ids, probs):
-        if tok == open_id:
-            if current is not None:
-                out.append(None)  # unclosed entry: parser drops it too, keep ordinals aligned
-            current = []
-        elif tok == close_id and current is not None:
-            out.append(min(current) if current else None)
-            current = None
-        elif current is not None:
-            current.append(float(p))
-    if current is not None:
-        out.append(None)
-    return out

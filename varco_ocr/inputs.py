@@ -415,7 +415,8 @@ class InputDocument:
                 if self.raw_pixels:
                     image, raw = None, ("RGB", (pix.width, pix.height), pix)
                 else:
-                    image, raw = Image.frombytes("RGB", (pix.width, pix.height), pix.samples), None
+                    # samples_mv: the pixmap's own memory, copied once into the image (samples would copy it twice)
+                    image, raw = Image.frombytes("RGB", (pix.width, pix.height), pix.samples_mv), None
                 del pix
                 # MuPDF caches decoded resources (a scan's page image) in a store of up to 256 MB;
                 # a scanned page's image is never needed again, so empty it to keep memory flat.

@@ -4,6 +4,7 @@ boxes, Korean included; the original page appearance is untouched."""
 from __future__ import annotations
 
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,82 @@ def test_objects_pages_share_are_copied_once(tmp_path, scanned_pdf):
             return [x for x in range(1, pdf.xref_length()) if pdf.xref_get_key(x, "Alternate")[1] == "/DeviceRGB"]
 
     assert len(profiles(source)) == len(profiles(out)) == 1
+
+
+def _png_variants(tmp_path: Path, base: Image.Image) -> dict[str, Path]:
+    """The same page as PNGs a PDF can carry as stored (RGB, grey) and ones it cannot (alpha,
+    palette, 16-bit grey, an EXIF rotation)."""
+    out = {}
+    rotated_exif = Image.Exif()
+    rotated_exif[0x0112] = 6
+    for name, image, kwargs in (
+        ("rgb", base, {}),
+        ("grey", base.convert("L"), {}),
+        ("rgba", base.convert("RGBA"), {}),
+        ("palette", base.convert("P"), {}),
+        ("grey16", base.convert("L").convert("I;16"), {}),
+        ("rotated", base, {"exif": rotated_exif.tobytes()}),
+    ):
+        out[name] = tmp_path / f"{name}.png"
+        image.save(out[name], **kwargs)
+    return out
+
+
+def _embedded(pdf_path: Path) -> tuple[bytes, Image.Image]:
+    """The page image's raw stream and its pixels as poppler's pdfimages extracts them."""
+    with pymupdf.open(pdf_path) as pdf:
+        (img,) = pdf[0].get_images()
+        raw = pdf.xref_stream_raw(img[0])
+    prefix = pdf_path.with_suffix("")
+    subprocess.run(["pdfimages", "-png", str(pdf_path), str(prefix)], check=True)
+    (extracted,) = sorted(pdf_path.parent.glob(prefix.name + "-*.png"))
+    return raw, Image.open(extracted)
+
+
+@needs_pdftotext  # pdfimages comes with pdftotext (poppler-utils)
+def test_png_inputs_are_embedded_as_stored_with_identical_pixels(tmp_path, text_png):
+    """A PNG the PDF can carry as stored goes in with its own compressed data (no decode, no
+    recompression); every other PNG is normalised once. Either way poppler shows the pixels the
+    model read (load_image: EXIF rotation applied, transparency over white)."""
+    from varco_ocr.exporters.pdf import png_stream
+    from varco_ocr.preprocessing import load_image
+
+    png, doc = text_png
+    for name, path in _png_variants(tmp_path, Image.open(png).convert("RGB")).items():
+        expected = load_image(path)
+        page = build_page(list(doc.pages[0].words), index=0, width=expected.size[0], height=expected.size[1], dpi=150)
+        (out,) = write_exports(Document(source=str(path), pages=(page,), model="m"), tmp_path / name, ["pdf"])
+        raw, shown = _embedded(out)
+        stored = png_stream(path.read_bytes())
+        if name in ("rgb", "grey"):
+            assert stored is not None and raw == stored.data, name  # the file's own IDAT data
+        else:
+            assert stored is None or name == "rotated", name
+            assert stored is None or raw != stored.data, name
+        assert shown.convert("RGB").tobytes() == expected.tobytes(), name
+
+
+def test_png_stream_never_raises_on_damaged_files(text_png):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from varco_ocr.exporters.pdf import png_stream
+
+    data = text_png[0].read_bytes()
+    assert png_stream(data) is not None
+    # Adam7-interlaced rows are not what FlateDecode's predictors expect (Pillow cannot write one:
+    # the IHDR's interlace byte is set by hand, with its CRC)
+    ihdr = bytearray(data[8:33])
+    ihdr[20] = 1
+    ihdr[21:25] = zlib.crc32(bytes(ihdr[4:21])).to_bytes(4, "big")
+    assert png_stream(data[:8] + bytes(ihdr) + data[33:]) is None
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, len(data) - 1), st.binary(min_size=0, max_size=16), st.integers(0, 64))
+    def damaged(at: int, junk: bytes, cut: int) -> None:
+        broken = data[:at] + junk + data[at + len(junk) + cut :]
+        stored = png_stream(broken)
+        assert stored is None or stored.width > 0  # never an exception
+        assert png_stream(data[:at]) is None or at >= len(data) - 12
+
+    damaged()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import unicodedata
@@ -76,6 +77,7 @@ def ocr_system(document: Document) -> str:
     return f"{SOFTWARE_NAME} {software_version()}{model}"
 
 
+@functools.lru_cache(maxsize=8192)  # a page asks about the same few characters thousands of times
 def _script_language(ch: str) -> str | None:
     """BCP 47 language tag suggested by a character's script, for the scripts VARCO reads. Latin
     text is tagged English: the model card's OCR model reads Korean and English."""

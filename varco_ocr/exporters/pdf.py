@@ -21,7 +21,9 @@ page it reads the right way up in a viewer.
 from __future__ import annotations
 
 import io
+import struct
 import unicodedata
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -202,18 +204,90 @@ def _append_text_layer(doc, page, operators: str, font_xref: int) -> None:
     doc.xref_set_key(page.xref, "Contents", f"[{refs}]")
 
 
-def _page_image_bytes(source: Path, page_index: int, password: str | None) -> tuple[bytes, Image.Image | None]:
-    """Bytes to embed for an image page: the file itself when it is a plain single-frame JPEG or
-    PNG shown as stored (keeps the original compression), else the normalised page as PNG."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class PngStream:
+    """A PNG whose compressed pixel data a PDF can carry as it is: non-interlaced, 8 bits, grey or
+    RGB, no transparency, no palette. The IDAT data is a zlib stream of rows, each led by its PNG
+    filter byte, which is exactly what PDF's FlateDecode with ``/Predictor 15`` decodes."""
+
+    width: int
+    height: int
+    colors: int  # 1 grey, 3 RGB
+    data: bytes  # the IDAT chunks' data, concatenated
+    exif: bytes | None  # an eXIf chunk's data, if any (its orientation decides whether it is shown as stored)
+
+
+def png_stream(data: bytes) -> PngStream | None:
+    """The PNG ``data`` as a PngStream, reading chunk headers only (no pixel is decoded), or None
+    when it cannot be embedded as stored (not a PNG, interlaced, 16-bit, palette, alpha, tRNS, a
+    damaged chunk). Pure: whatever the bytes, it never raises."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    pos, idat, exif, header = len(PNG_SIGNATURE), [], None, None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if len(body) != length or len(data) < pos + 12 + length:
+            return None  # cut short
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        if zlib.crc32(kind + body) != crc:
+            return None  # damaged: let the decoder path report or repair it
+        if kind == b"IHDR":
+            if length != 13:
+                return None
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"eXIf":
+            exif = body
+        elif kind == b"tRNS":
+            return None  # transparency: the page is composited over white first
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None or not idat:
+        return None
+    width, height, depth, color_type, compression, filtering, interlace = header
+    if depth != 8 or color_type not in (0, 2) or compression or filtering or interlace or not width or not height:
+        return None
+    return PngStream(width, height, 1 if color_type == 0 else 3, b"".join(idat), exif)
+
+
+def _add_png_image(doc, png: PngStream) -> int:
+    """The PNG's pixels as an image XObject, its compressed data copied unchanged (no decode, no
+    recompression): FlateDecode with the PNG predictors."""
+    colorspace = "/DeviceGray" if png.colors == 1 else "/DeviceRGB"
+    xref = _new_object(doc, "<<>>")
+    doc.update_stream(xref, png.data, compress=False)
+    for key, value in (("Type", "/XObject"), ("Subtype", "/Image"), ("Width", str(png.width)), ("Height", str(png.height)),
+                       ("ColorSpace", colorspace), ("BitsPerComponent", "8"), ("Filter", "/FlateDecode"),
+                       ("DecodeParms", f"<</Predictor 15/Colors {png.colors}/BitsPerComponent 8/Columns {png.width}>>")):
+        doc.xref_set_key(xref, key, value)
+    return xref
+
+
+def _insert_page_image(out, out_page, source: Path, page_index: int, password: str | None) -> None:
+    """Draw an image input's page over ``out_page``: a PNG shown as stored by its own compressed
+    data, a JPEG shown as stored by its own bytes (pymupdf embeds a JPEG as DCTDecode unchanged),
+    anything else (EXIF rotation, transparency, 16 bits, TIFF, ...) as the normalised page, encoded
+    once."""
+    suffix = source.suffix.lower()
+    if suffix == ".png":
+        png = png_stream(source.read_bytes())
+        if png is not None and _orientation(png.exif) == 1:
+            out_page.insert_image(out_page.rect, xref=_add_png_image(out, png))
+            return
+    elif suffix in (".jpg", ".jpeg"):
+        with Image.open(source) as im:  # JPEG headers (EXIF in APP1) are read at open, no decoding
+            plain = im.format == "JPEG" and im.getexif().get(0x0112, 1) == 1 and im.mode in ("RGB", "L")
+        if plain:
+            out_page.insert_image(out_page.rect, stream=source.read_bytes())
+            return
     from varco_ocr.inputs import open_document
 
-    suffix = source.suffix.lower()
-    if suffix in (".jpg", ".jpeg", ".png"):
-        with Image.open(source) as im:
-            orientation = im.getexif().get(0x0112, 1)
-            plain = orientation == 1 and getattr(im, "n_frames", 1) == 1 and im.mode in ("RGB", "L")
-        if plain:
-            return source.read_bytes(), None
     with open_document(source, password=password) as doc:
         doc.page_indices = [page_index]
         produced = next(doc.iter_pages())
@@ -221,7 +295,18 @@ def _page_image_bytes(source: Path, page_index: int, password: str | None) -> tu
         raise ValueError(produced.error or f"page {page_index + 1} unreadable")
     buf = io.BytesIO()
     produced.image.save(buf, format="PNG")
-    return buf.getvalue(), produced.image
+    out_page.insert_image(out_page.rect, stream=buf.getvalue())
+
+
+def _orientation(exif: bytes | None) -> int:
+    if not exif:
+        return 1
+    parsed = Image.Exif()
+    try:
+        parsed.load(exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif)
+        return int(parsed.get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - an unreadable EXIF: take the decoding path, which decides
+        return 0
 
 
 def _open_source_pdf(source: Path, password: str | None):
@@ -272,12 +357,11 @@ def _add_page(out, src, page: Page, source: Path, password: str | None, codes: C
         w_pt, h_pt = page.width * 72.0 / dpi, page.height * 72.0 / dpi
         out_page = out.new_page(width=w_pt, height=h_pt)
         try:
-            data, _ = _page_image_bytes(source, page.index, password)
+            _insert_page_image(out, out_page, source, page.index, password)
         except (ValueError, InputError):
             if page.error is None:
                 raise
             return  # a page that failed keeps its size but may not decode: blank, at that size
-        out_page.insert_image(out_page.rect, stream=data)
         to_user = (1.0, 0.0, 0.0, -1.0, 0.0, h_pt)
         scale_x = scale_y = 72.0 / dpi
         if not page.words:
