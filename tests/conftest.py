@@ -142,3 +142,20 @@ class Taught:
     def words(self, name: str) -> list:
         """[(text, [x1, y1, x2, y2]), ...] as JSON output holds them."""
         return [(t, list(b)) for t, b in self.pages[name].words]
+
+
+@pytest.fixture()
+def fake_servers():
+    """``make(**kwargs)`` starts a loopback fake OpenAI-compatible server
+    (varco_ocr.testing.fake_server.FakeServer); all are stopped after the test."""
+    from varco_ocr.testing.fake_server import FakeServer
+
+    made: list = []
+
+    def make(**kwargs):
+        made.append(FakeServer(**kwargs))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()

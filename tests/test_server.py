@@ -203,19 +203,6 @@ def test_stripped_tags_are_detected_with_the_fix(transformers_server, taught_mod
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def fake_servers():
-    made: list[FakeServer] = []
-
-    def make(**kwargs) -> FakeServer:
-        made.append(FakeServer(**kwargs))
-        return made[-1]
-
-    yield make
-    for server in made:
-        server.stop()
-
-
 def backend(urls, **kwargs) -> ServerBackend:
     defaults = dict(concurrency=4, timeout=5, retries=3, backoff=0.01, rest_seconds=30, min_long_side=0)
     return ServerBackend(urls, **{**defaults, **kwargs})

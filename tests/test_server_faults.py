@@ -26,7 +26,6 @@ from varco_ocr.cli import app
 from varco_ocr.server import (
     DEFAULT_RETRIES,
     ServerBackend,
-    ServerError,
     redact,
     retry_after_seconds,
     retry_delay,
@@ -37,19 +36,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-LEAKTEST-0123456789abcdefXYZ"
-
-
-@pytest.fixture()
-def fake_servers():
-    made: list[FakeServer] = []
-
-    def make(**kwargs) -> FakeServer:
-        made.append(FakeServer(**kwargs))
-        return made[-1]
-
-    yield make
-    for server in made:
-        server.stop()
 
 
 def backend(urls, **kwargs) -> ServerBackend:
