@@ -872,7 +872,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
                 finished.add(doc_no)
                 outcome, record = _finish_document(st, options, out_dir, log, summary, index, guard)
                 with _interrupts_deferred():  # the log, the summary and the progress lines agree
-                    if log is not None:
+                    if log is not None and record is not None:
                         log.append(record)
                     summary.outcomes.append(outcome)
                     if outcome.xml_replaced:
@@ -998,9 +998,9 @@ def _interrupts_deferred() -> Iterator[None]:
 def _finish_document(
     st: _DocState, options: BatchOptions, out_dir: Path | None, log: RunLog | None, summary: BatchSummary,
     index: LogIndex | None = None, guard: _InputGuard | None = None,
-) -> tuple[DocumentOutcome, dict[str, Any]]:
-    """Write a finished document's outputs; return its outcome and its run-log record, which the
-    caller appends together with the outcome (see ``_interrupts_deferred``)."""
+) -> tuple[DocumentOutcome, dict[str, Any] | None]:
+    """Write a finished document's outputs; return its outcome and its run-log record (None without an
+    output folder), which the caller appends together with the outcome (see ``_interrupts_deferred``)."""
     source = str(st.file.path)
     seconds = time.monotonic() - st.started
     key = st.plan.key if st.plan is not None else source_key(st.file.path)
@@ -1014,9 +1014,9 @@ def _finish_document(
     outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,
                               page_warnings=list(st.warnings), seconds=seconds, pages_from_pdf=count_by_source(pages)[1],
                               pages_missing=st.missing_pages)
-    if out_dir is None:
+    if out_dir is None:  # printed, not written: no run log
         summary.documents.append(document)
-        return outcome
+        return outcome, None
     by_format: dict[str, list[str]] = {}
     try:
         expected = expected_outputs(document, out_dir, st.file.output_stem, options.formats) if status != "failed" else []
