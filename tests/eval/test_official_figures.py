@@ -53,7 +53,7 @@ def test_hmeans_equal_the_official_tools(datasets, dataset, variant, tmp_path):
     preds = {s.key: agreement.VARIANTS[variant](s.regions, rng) for s in samples}
     write_rrc_zip(tmp_path / "sub.zip", preds, prefix="res_")
     write_rrc_zip(tmp_path / "ltrb.zip", preds, prefix="res_", with_text=False, ltrb=True)
-    read, read_ltrb = read_predictions(tmp_path / "sub.zip"), read_predictions(tmp_path / "ltrb.zip")
+    read, read_ltrb = read_predictions(tmp_path / "sub.zip"), read_predictions(tmp_path / "ltrb.zip", "ltrb")
     images = [(s.regions, read[s.key].regions if s.key in read else ()) for s in samples]
     cl, _ = cleval.evaluate(images)
     ours = {
