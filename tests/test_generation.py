@@ -87,8 +87,8 @@ def test_repeated_tail_period_and_length_boundaries():
     block3 = [1, 2, 3]
     # the whole sequence is the loop (span == length), at a period of exactly max_period
     assert repeated_tail(torch.tensor([block3 * 4]), 12, 4, 3).tolist() == [True]
-    # a period one past max_period is not looked for
-    assert repeated_tail(torch.tensor([[1, 2, 3, 4] * 4]), 16, 4, 3).tolist() == [False]
+    # a period one past max_period is not looked for (the lead-in keeps period 3's 18-token span in reach)
+    assert repeated_tail(torch.tensor([[100, 101, 102, 103] + [1, 2, 3, 4] * 4]), 16, 4, 3).tolist() == [False]
     # period 1 is looked for: four copies of one token, too short to be a period-2 loop (8 tokens)
     assert repeated_tail(torch.tensor([[9, 5, 5, 5, 5]]), 4, 4, 4).tolist() == [True]
 

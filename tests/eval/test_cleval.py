@@ -210,3 +210,9 @@ def test_ground_truth_written_as_hash_marks_is_do_not_care_without_the_flag():
     gt = [box(0, 0, 40, 10, "word"), box(100, 0, 140, 10, "###", dont_care=False)]
     result, _ = cleval.evaluate([(gt, [box(0, 0, 40, 10, "word")])])
     assert result.det.recall == 1.0 and result.e2e.recall == 1.0
+
+
+def test_case_insensitive_compares_upper_case_as_the_reference_does():
+    # str.upper, not str.lower: 'ß'.upper() is 'SS', so 'straße' matches 'STRASSE' only when upper-cased
+    images = [([box(0, 0, 70, 10, "STRASSE")], [box(0, 0, 70, 10, "straße")])]
+    assert cleval.evaluate(images, case_sensitive=False)[0].e2e.hmean == 1.0
