@@ -216,3 +216,15 @@ def test_case_insensitive_compares_upper_case_as_the_reference_does():
     # str.upper, not str.lower: 'ß'.upper() is 'SS', so 'straße' matches 'STRASSE' only when upper-cased
     images = [([box(0, 0, 70, 10, "STRASSE")], [box(0, 0, 70, 10, "straße")])]
     assert cleval.evaluate(images, case_sensitive=False)[0].e2e.hmean == 1.0
+
+
+def test_a_word_split_over_detections_is_read_in_its_character_order():
+    # one ground truth, three detections listed right to left: they are joined in the order of the
+    # ground truth's pseudo characters (A, B, C), and nothing is inserted between them
+    gt = [box(0, 0, 30, 10, "ABC")]
+    dets = [box(20, 0, 30, 10, "C"), box(10, 0, 20, 10, "B"), box(0, 0, 10, 10, "A")]
+    image = cleval.evaluate_image(gt, dets)
+    assert image.e2e.tp == 3 and image.det.tp == 3
+    gt = [box(0, 0, 30, 10, "AXB")]
+    image = cleval.evaluate_image(gt, [box(20, 0, 30, 10, "B"), box(0, 0, 10, 10, "A")])
+    assert image.e2e.tp == 2  # no 'X' from a joint
