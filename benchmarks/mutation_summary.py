@@ -1,7 +1,7 @@
 """Per-module counts of a mutmut 3 run (benchmarks/mutation.sh), read from its work folder mutants/.
 
 Prints one row per mutated module: killed / survived / timeout / suspicious / no tests / not checked, and the
-score killed / (all checked), then the names of the surviving mutants (`mutmut show NAME` prints the diff).
+score (killed + timeout) / (all checked; a timeout is a mutant that made a test hang, so it was noticed), then the names of the surviving mutants (`mutmut show NAME` prints the diff).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main(root: Path = Path("mutants")) -> int:
 
 def _row(label: str, counts: Counter[str]) -> str:
     checked = sum(counts[c] for c in COLUMNS if c not in ("not checked", "no tests"))
-    score = f"{100 * counts['killed'] / checked:.1f}%" if checked else "-"
+    score = f"{100 * (counts['killed'] + counts['timeout']) / checked:.1f}%" if checked else "-"
     return f"{label:<28}" + "".join(f"{counts[c]:>12}" for c in COLUMNS) + f"{score:>8}"
 
 
