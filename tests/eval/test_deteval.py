@@ -86,3 +86,6 @@ def test_inclusive_pixel_rectangle_geometry_exactly():
     assert deteval.intersection_area(a, (30, 20, 40, 24)) == 0  # touching: no shared pixel column
     assert deteval.intersection_area(a, (31, 0, 40, 40)) == 0  # apart in x, overlapping in y
     assert deteval.intersection_area(a, (0, 30, 40, 40)) == 0  # apart in y, overlapping in x
+    assert deteval._diag(a) == math.hypot(20, 5)
+    # centres 3 px apart in x and 4 px in y: distance 5 over the mean diagonal
+    assert deteval.normalised_centre_distance(a, (13, 24, 32, 28)) == pytest.approx(5 / math.hypot(20, 5), rel=1e-12)
