@@ -89,3 +89,12 @@ def test_inclusive_pixel_rectangle_geometry_exactly():
     assert deteval._diag(a) == math.hypot(20, 5)
     # centres 3 px apart in x and 4 px in y: distance 5 over the mean diagonal
     assert deteval.normalised_centre_distance(a, (13, 24, 32, 28)) == pytest.approx(5 / math.hypot(20, 5), rel=1e-12)
+
+
+def test_boxes_apart_in_one_axis_share_nothing_and_each_word_matches_once():
+    # (found by the mutation run) two words on one row and one below; detections exactly on them plus a
+    # stray one beside the row (apart in x, overlapping in y) and one below it (apart in y)
+    gt = [box(0, 0, 39, 9), box(60, 0, 99, 9), box(0, 30, 39, 39)]
+    dets = [box(0, 0, 39, 9), box(60, 0, 99, 9), box(0, 30, 39, 39), box(200, 0, 239, 9), box(0, 100, 39, 109)]
+    c = deteval.match_image(gt, dets).counts
+    assert (c.recall_hits, c.gt_care, c.precision_hits, c.det_care) == (3, 3, 3, 5)
