@@ -269,3 +269,13 @@ def test_exact_formats_and_clamps():
     assert to_normalised((0, 0, 150, 50), 100, 100) == (0.0, 0.0, 1.0, 0.5)
     # a box thinner than half a pixel at the origin stays zero-size, not grown to one pixel
     assert to_pixels((0.0, 0.0, 0.001, 0.001), 100, 100) == (0, 0, 0, 0)
+
+
+def test_grounding_answer_format_exactly_and_round_trip():
+    from varco_ocr.parsing import format_grounding_answer
+
+    phrases = [("cat", [(0.1, 0.2, 0.3, 0.4), (0.5, 0.5, 0.6, 0.6)]), ("dog", [(0.0, 0.0, 1.0, 1.0)])]
+    raw = format_grounding_answer(phrases)
+    assert raw == ("<obj>cat</obj><bbox>0.1, 0.2, 0.3, 0.4<delim>0.5, 0.5, 0.6, 0.6</bbox>\n"
+                   "<obj>dog</obj><bbox>0.0, 0.0, 1.0, 1.0</bbox>")
+    assert [(p.text, list(p.boxes)) for p in parse_grounding_answer(raw).phrases] == phrases
