@@ -79,3 +79,28 @@ def test_recorded_probability_is_the_chosen_tokens_softmax_probability():
     assert recorder(torch.zeros(2, 1, dtype=torch.long), scores) is scores  # scores pass unchanged
     expected = [math.exp(2) / (math.exp(2) + math.exp(1) + 1), math.exp(5) / (math.exp(5) + 2)]
     assert recorder.probabilities()[:, 0].tolist() == pytest.approx(expected)  # 0.665, 0.987 (sigmoid: 0.881, 0.993)
+
+
+# --- boundaries found by the mutation run (benchmarks/mutation.sh, RESULTS.md "Mutation testing") ---
+
+
+def test_repeated_tail_period_and_length_boundaries():
+    block3 = [1, 2, 3]
+    # the whole sequence is the loop (span == length), at a period of exactly max_period
+    assert repeated_tail(torch.tensor([block3 * 4]), 12, 4, 3).tolist() == [True]
+    # a period one past max_period is not looked for (the lead-in keeps period 3's 18-token span in reach)
+    assert repeated_tail(torch.tensor([[100, 101, 102, 103] + [1, 2, 3, 4] * 4]), 16, 4, 3).tolist() == [False]
+    # period 1 is looked for: four copies of one token, too short to be a period-2 loop (8 tokens)
+    assert repeated_tail(torch.tensor([[9, 5, 5, 5, 5]]), 4, 4, 4).tolist() == [True]
+
+
+def test_loop_guard_checks_every_check_every_steps_exactly():
+    guard = LoopGuard(prompt_length=0, min_span=8, min_repeats=4, max_period=2, check_every=8)
+    looping = torch.tensor([[7, 8] * 8])
+    flags = [guard(looping).item() for _ in range(9)]
+    assert flags == [False] * 7 + [True, True]  # the first check is at the 8th step, and a flag stays
+
+
+def test_an_entry_with_no_text_tokens_has_no_confidence():
+    OPEN, CLOSE = 100, 101
+    assert word_confidences([OPEN, CLOSE, OPEN, 4, CLOSE], [0.9, 0.9, 0.9, 0.5, 0.9], OPEN, CLOSE) == [None, 0.5]

@@ -223,3 +223,46 @@ def test_three_columns_try_the_widest_gutter_first():
     page = build_page(words, index=0, width=1000, height=200)
     assert [w.text for w in page.words] == [f"A{r}" for r in range(5)] + [f"{c}{r}" for r in range(5) for c in "BC"]
     assert [[w.text for w in line.words] for line in page.blocks[1].lines] == [[f"B{r}", f"C{r}"] for r in range(5)]
+
+
+# --- boundaries found by the mutation run (benchmarks/mutation.sh, RESULTS.md "Mutation testing") ---
+
+
+def test_build_page_passes_every_field_through_and_defaults_to_a_clean_page():
+    words = [W("a", 10, 10, 50, 30)]
+    page = build_page(words, index=3, width=100, height=80, truncated=True, raw="r", dpi=150.0, error="e",
+                      dropped_boxes=2)
+    assert (page.index, page.width, page.height, page.truncated, page.raw, page.dpi, page.error,
+            page.dropped_boxes) == (3, 100, 80, True, "r", 150.0, "e", 2)
+    page = build_page(words, index=0, width=100, height=80)
+    assert (page.truncated, page.raw, page.dpi, page.error, page.dropped_boxes) == (False, None, None, None, 0)
+
+
+def test_span_overlap_exact_values():
+    from varco_ocr.layout import _span_overlap
+
+    assert _span_overlap(15, 15, 10, 20) == 1.0  # a flat word inside a span
+    assert _span_overlap(5, 5, 10, 20) == 0.0  # a flat word above it
+    assert _span_overlap(0, 10, 20, 20) == 0.0  # a flat word below a span
+    assert _span_overlap(0, 10, 0, 2) == 1.0  # over the smaller height (2), not a floor of 1
+    assert _span_overlap(0, 10, 5, 20) == 0.5
+
+
+def test_one_pixel_tall_words_split_blocks_at_a_one_pixel_gap():
+    # median height 1, so a blank gap of 1 px (BLOCK_GAP x 1) separates blocks
+    words = [W("a", 0, 0, 10, 1), W("b", 0, 2, 10, 3)]
+    assert texts(order_words(words)) == [["a"], ["b"]]
+
+
+def test_a_column_exactly_a_quarter_of_the_band_wide_is_a_column():
+    # band 0..400, quarter 100; lines 2 px apart (one band); gutter 100 px wide
+    left_exact = [W("L0", 0, 0, 100, 10), W("L1", 0, 12, 100, 22),
+                  W("R0", 200, 0, 400, 10), W("R1", 200, 12, 400, 22)]
+    assert texts(order_words(left_exact)) == [["L0", "L1"], ["R0", "R1"]]
+    right_exact = [W("L0", 0, 0, 200, 10), W("L1", 0, 12, 200, 22),
+                   W("R0", 300, 0, 400, 10), W("R1", 300, 12, 400, 22)]
+    assert texts(order_words(right_exact)) == [["L0", "L1"], ["R0", "R1"]]
+    # just under a quarter: one block, read across
+    narrow = [W("L0", 0, 0, 99, 10), W("L1", 0, 12, 99, 22),
+              W("R0", 200, 0, 400, 10), W("R1", 200, 12, 400, 22)]
+    assert texts(order_words(narrow)) == [["L0 R0", "L1 R1"]]

@@ -202,3 +202,80 @@ def test_pages_carry_the_count_of_dropped_boxes():
     result = CliRunner().invoke(app, ["parse", "-", "--size", "1000x500", "--json"], input=raw)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["pages"][0]["dropped_boxes"] == 2
+
+
+# --- boundaries found by the mutation run (benchmarks/mutation.sh, RESULTS.md "Mutation testing") ---
+
+
+def test_a_tail_cut_inside_a_tag_or_entry_is_truncated_wherever_the_cut_starts():
+    box = "<bbox>0.1, 0.1, 0.2, 0.2</bbox>"
+    # the cut-off tag starts the tail (no newline before it)
+    assert parse_ocr_answer(f"<char>a</char>{box}<cha").truncated
+    assert parse_grounding_answer("<ob").truncated
+    # trailing whitespace after the cut does not hide it
+    assert parse_ocr_answer(f"<char>a</char>{box}\n</cha \n").truncated
+    assert parse_grounding_answer(f"<obj>a</obj>{box}\n<ob \n").truncated
+    # the last '<' decides, not the first
+    assert parse_ocr_answer(f"<char>a</char>{box}\n1 < 2 <cha").truncated
+    assert not parse_ocr_answer(f"<char>a</char>{box}\n<cha 1 < 2").truncated
+    # a complete opening tag in the tail, however far its entry got
+    assert parse_grounding_answer("<obj>the ca").truncated
+    assert parse_grounding_answer(f"<obj>a</obj>{box}\n<obj>the ca").truncated
+    assert parse_ocr_answer(f"<char>a</char>{box}<bbox>0.5, 0.5").truncated
+
+
+def test_dropped_counts_broken_entries_between_and_after_matches():
+    raw = "<char>a<bbox>0.1,0.1,0.2,0.2</bbox><char>b</char><bbox>0.3,0.3,0.4,0.4</bbox><char>c</char>x<char>d</char><bbox>0.5,0.5,0.6,0.6</bbox>"
+    assert parse_ocr_answer(raw).dropped == 2  # <char>a (no </char>) and <char>c (no box)
+    assert parse_ocr_answer(raw + "\n<char>e</char><bbox>0.7, 0.7, 0.8").dropped == 3  # the cut-off entry
+    assert parse_ocr_answer(raw + "<char>e<char>f").dropped == 4
+
+
+def test_a_duplicate_entry_does_not_stop_the_words_after_it():
+    raw = ("<char>a</char><bbox>0.1,0.1,0.2,0.2</bbox><char>a</char><bbox>0.1,0.1,0.2,0.2</bbox>"
+           "<char>b</char><bbox>0.3,0.3,0.4,0.4</bbox>")
+    answer = parse_ocr_answer(raw)
+    assert [w.text for w in answer.words] == ["a", "b"] and answer.dropped == 1
+
+
+def test_outside_image_boundaries_on_each_side():
+    raw = (
+        "<char>beyond</char><bbox>1.5, 0.1, 1.5, 0.2</bbox>"  # zero width, right of the image: outside
+        "<char>left</char><bbox>-0.5, 0.1, -0.5, 0.2</bbox>"  # zero width, left of the image: outside
+        "<char>touch</char><bbox>-0.2, 0.1, 0.0, 0.2</bbox>"  # reaches the left edge from outside: outside
+        "<char>rim0</char><bbox>0.0, 0.5, 0.0, 0.6</bbox>"  # zero width on the left edge itself: kept
+    )
+    answer = parse_ocr_answer(raw)
+    assert [(w.text, w.box) for w in answer.words] == [("rim0", (0.0, 0.5, 0.0, 0.6))]
+    assert answer.dropped_boxes == 3
+
+
+def test_answers_that_are_not_str_are_read_as_their_text():
+    from collections import UserString
+
+    ocr = parse_ocr_answer(UserString(CARD_ANSWER))
+    assert [w.text for w in ocr.words] == ["백범로", "Apt"]
+    gro = parse_grounding_answer(UserString("<obj>cat</obj><bbox>0.1, 0.1, 0.2, 0.2</bbox>"))
+    assert [p.text for p in gro.phrases] == ["cat"]
+    assert parse_ocr_answer(None).words == () and parse_grounding_answer(None).phrases == ()
+
+
+def test_exact_formats_and_clamps():
+    assert format_coordinate(1.5) == "1.0" and format_coordinate(-0.2) == "0.0"
+    assert format_ocr_answer([("a", (0.1, 0.2, 0.3, 0.4)), ("b", (0.5, 0.5, 1.0, 1.0))]) == (
+        "<char>a</char><bbox>0.1, 0.2, 0.3, 0.4</bbox>\n<char>b</char><bbox>0.5, 0.5, 1.0, 1.0</bbox>")
+    # each corner keeps its own axis (y1 > x2 here), and pixels beyond the image clamp to 1.0
+    assert to_normalised((10, 50, 30, 60), 100, 100) == (0.1, 0.5, 0.3, 0.6)
+    assert to_normalised((0, 0, 150, 50), 100, 100) == (0.0, 0.0, 1.0, 0.5)
+    # a box thinner than half a pixel at the origin stays zero-size, not grown to one pixel
+    assert to_pixels((0.0, 0.0, 0.001, 0.001), 100, 100) == (0, 0, 0, 0)
+
+
+def test_grounding_answer_format_exactly_and_round_trip():
+    from varco_ocr.parsing import format_grounding_answer
+
+    phrases = [("cat", [(0.1, 0.2, 0.3, 0.4), (0.5, 0.5, 0.6, 0.6)]), ("dog", [(0.0, 0.0, 1.0, 1.0)])]
+    raw = format_grounding_answer(phrases)
+    assert raw == ("<obj>cat</obj><bbox>0.1, 0.2, 0.3, 0.4<delim>0.5, 0.5, 0.6, 0.6</bbox>\n"
+                   "<obj>dog</obj><bbox>0.0, 0.0, 1.0, 1.0</bbox>")
+    assert [(p.text, list(p.boxes)) for p in parse_grounding_answer(raw).phrases] == phrases

@@ -179,3 +179,52 @@ def test_longest_common_subsequence_tie_break_prefers_the_left_cell():
     assert cleval.longest_common_subsequence("AB", "BA") == "B"
     assert cleval.longest_common_subsequence("ABC", "CBA") == "C"
     assert cleval.longest_common_subsequence("ABAB", "BABA") == "BAB"
+
+
+# --- boundaries found by the mutation run (benchmarks/mutation.sh, RESULTS.md "Mutation testing") ---
+
+
+def test_pseudo_length_of_a_tall_box_uses_the_inverse_ratio():
+    assert cleval.pseudo_transcription_length(box(0, 0, 10, 40, "").points) == 4  # round(0.5 + 1/0.25) == 4
+    assert cleval.pseudo_transcription_length(box(0, 0, 10, 60, "").points) == 6  # round(6.5) == 6
+
+
+def test_evaluate_sums_the_counts_and_passes_case_sensitivity_on():
+    images = [([box(0, 0, 40, 10, "Word")], [box(0, 0, 40, 10, "WORD")]),
+              ([box(0, 0, 30, 10, "abc")], [box(0, 0, 30, 10, "abc")])]
+    result, per_image = cleval.evaluate(images)
+    assert result.det_counts == per_image[0].det + per_image[1].det
+    assert result.e2e_counts == per_image[0].e2e + per_image[1].e2e
+    assert result.e2e.hmean < 1.0
+    assert cleval.evaluate(images, case_sensitive=False)[0].e2e.hmean == 1.0
+
+
+def test_a_non_quad_region_is_refused_with_the_exact_message():
+    tri = TextRegion(((0, 0), (10, 0), (10, 10)), "x")
+    with pytest.raises(ValueError, match=r"^CLEval scores quadrilaterals: every region needs exactly 4 points$"):
+        cleval.evaluate_image([tri], [])
+
+
+def test_ground_truth_written_as_hash_marks_is_do_not_care_without_the_flag():
+    # '###' with dont_care=False (as some loaders leave it) is still do-not-care: nothing to find
+    gt = [box(0, 0, 40, 10, "word"), box(100, 0, 140, 10, "###", dont_care=False)]
+    result, _ = cleval.evaluate([(gt, [box(0, 0, 40, 10, "word")])])
+    assert result.det.recall == 1.0 and result.e2e.recall == 1.0
+
+
+def test_case_insensitive_compares_upper_case_as_the_reference_does():
+    # str.upper, not str.lower: 'ß'.upper() is 'SS', so 'straße' matches 'STRASSE' only when upper-cased
+    images = [([box(0, 0, 70, 10, "STRASSE")], [box(0, 0, 70, 10, "straße")])]
+    assert cleval.evaluate(images, case_sensitive=False)[0].e2e.hmean == 1.0
+
+
+def test_a_word_split_over_detections_is_read_in_its_character_order():
+    # one ground truth, three detections listed right to left: they are joined in the order of the
+    # ground truth's pseudo characters (A, B, C), and nothing is inserted between them
+    gt = [box(0, 0, 30, 10, "ABC")]
+    dets = [box(20, 0, 30, 10, "C"), box(10, 0, 20, 10, "B"), box(0, 0, 10, 10, "A")]
+    image = cleval.evaluate_image(gt, dets)
+    assert image.e2e.tp == 3 and image.det.tp == 3
+    gt = [box(0, 0, 30, 10, "AXB")]
+    image = cleval.evaluate_image(gt, [box(20, 0, 30, 10, "B"), box(0, 0, 10, 10, "A")])
+    assert image.e2e.tp == 2  # no 'X' from a joint

@@ -74,3 +74,27 @@ def test_ground_truth_against_itself_when_boxes_do_not_touch():
     gts = [box(0, 0, 40, 9, "alpha"), box(50, 0, 90, 9, "beta"), box(0, 20, 30, 29, "gamma")]
     prh, _ = deteval.evaluate([(gts, gts), (gts[:1], gts[:1])])
     assert (prh.precision, prh.recall, prh.hmean) == (1.0, 1.0, 1.0)
+
+
+def test_inclusive_pixel_rectangle_geometry_exactly():
+    # (found by the mutation run) DetEval's rectangles include both end pixels; asymmetric boxes so
+    # that mixing up a coordinate changes the figure
+    a = (10, 20, 29, 24)  # 20 x 5 pixels
+    assert deteval.rect_area(a) == 100
+    assert deteval._center(a) == (20.0, 22.5)
+    assert deteval.intersection_area(a, (15, 22, 40, 26)) == 15 * 3
+    assert deteval.intersection_area(a, (30, 20, 40, 24)) == 0  # touching: no shared pixel column
+    assert deteval.intersection_area(a, (31, 0, 40, 40)) == 0  # apart in x, overlapping in y
+    assert deteval.intersection_area(a, (0, 30, 40, 40)) == 0  # apart in y, overlapping in x
+    assert deteval._diag(a) == math.hypot(20, 5)
+    # centres 3 px apart in x and 4 px in y: distance 5 over the mean diagonal
+    assert deteval.normalised_centre_distance(a, (13, 24, 32, 28)) == pytest.approx(5 / math.hypot(20, 5), rel=1e-12)
+
+
+def test_boxes_apart_in_one_axis_share_nothing_and_each_word_matches_once():
+    # (found by the mutation run) two words on one row and one below; detections exactly on them plus a
+    # stray one beside the row (apart in x, overlapping in y) and one below it (apart in y)
+    gt = [box(0, 0, 39, 9), box(60, 0, 99, 9), box(0, 30, 39, 39)]
+    dets = [box(0, 0, 39, 9), box(60, 0, 99, 9), box(0, 30, 39, 39), box(200, 0, 239, 9), box(0, 100, 39, 109)]
+    c = deteval.match_image(gt, dets).counts
+    assert (c.recall_hits, c.gt_care, c.precision_hits, c.det_care) == (3, 3, 3, 5)

@@ -103,3 +103,12 @@ def test_iou_of_exactly_one_half_is_not_a_match():
     assert half.pairs == () and half.counts.recall_hits == 0
     above = rrc_e2e.match_image(gt, [box(0, 0, 10, 6, "STOP")])  # IoU 0.6
     assert above.pairs == ((0, 0, True),) and above.counts.recall_hits == 1
+
+
+def test_an_ignored_detection_never_matches_a_cared_for_ground_truth():
+    # (found by the mutation run) the detection lies wholly inside the do-not-care region, so it is
+    # ignored, even though its IoU with the cared-for word beside it is 0.6
+    gt = [box(0, 0, 100, 10, "###", dont_care=True), box(0, 0, 60, 10, "word")]
+    m = rrc_e2e.match_image(gt, [box(0, 0, 36, 10, "word")])
+    assert m.ignored_detections == (0,) and m.pairs == ()
+    assert m.counts.gt_care == 1 and m.counts.det_care == 0 and m.counts.recall_hits == 0
