@@ -1119,7 +1119,7 @@ def _finish_document(
                               pages_missing=st.missing_pages)
     if out_dir is None:
         summary.documents.append(document)
-        return outcome
+        return outcome, {}  # no output folder: no run log to write to
     by_format: dict[str, list[str]] = {}
     try:
         expected = expected_outputs(document, out_dir, st.file.output_stem, options.formats) if status != "failed" else []
