@@ -544,21 +544,27 @@ def _timeline(engine, monkeypatch, sleep: float = 0.3, fail=lambda images: False
     import threading
 
     events: list[tuple[str, int]] = []
+    spans: list[tuple[str, float, float]] = []  # (what, start, end)
     lock = threading.Lock()
     real_inputs, real_generate = engine.model_inputs, engine.generate_inputs
     calls = [0]
 
     def model_inputs(images, task_text, processor=None):
+        start = time.monotonic()
         with lock:
             events.append(("prepare", len(images)))
         if fail(images):
             raise RuntimeError("injected preparation failure")
-        return real_inputs(images, task_text, processor)
+        out = real_inputs(images, task_text, processor)
+        time.sleep(sleep / 6)  # preparation takes a while too (no GIL held), so overlaps are visible
+        spans.append(("prepare", start, time.monotonic()))
+        return out
 
     def generate_inputs(inputs, *args, **kwargs):
         calls[0] += 1
         with lock:
             events.append(("generate", inputs["input_ids"].shape[0]))
+        start = time.monotonic()
         try:
             if fail_generate(calls[0]):
                 raise RuntimeError("injected generation failure")
@@ -566,12 +572,11 @@ def _timeline(engine, monkeypatch, sleep: float = 0.3, fail=lambda images: False
             time.sleep(sleep)
             return out
         finally:
-            with lock:
-                events.append(("generated", 0))
+            spans.append(("generate", start, time.monotonic()))
 
     monkeypatch.setattr(engine, "model_inputs", model_inputs)
     monkeypatch.setattr(engine, "generate_inputs", generate_inputs)
-    return events
+    return events, spans
 
 
 def _documents(out: Path) -> dict[str, dict]:
@@ -588,19 +593,13 @@ def test_runner_prepares_the_next_batch_while_this_one_generates(tmp_path, engin
     generations), and the documents equal those of the one-call-per-batch path."""
     src = _many_images(tmp_path / "in", 6)
     sequential = run([src], CountingBackend(engine), BatchOptions(out_dir=tmp_path / "seq", batch_size=2, progress="none"))
-    events = _timeline(engine, monkeypatch)
+    events, spans = _timeline(engine, monkeypatch)
     summary = run([src], engine, BatchOptions(out_dir=tmp_path / "out", batch_size=2, progress="none"))
     assert summary.exit_code == 0 and summary.count("done") == 6 and sequential.count("done") == 6
-    generating, overlapped = False, 0
-    for kind, _ in events:
-        if kind == "generate":
-            generating = True
-        elif kind == "generated":
-            generating = False
-        elif generating:
-            overlapped += 1
     assert [n for kind, n in events if kind == "generate"] == [2, 2, 2]
-    assert overlapped == 2, events  # batches 2 and 3 prepared during batches 1 and 2's generation
+    generations = [(a, b) for kind, a, b in spans if kind == "generate"]
+    overlapped = [(a, b) for kind, a, b in spans if kind == "prepare" and any(a < g1 and b > g0 for g0, g1 in generations)]
+    assert len(overlapped) == 2, spans  # batches 2 and 3 prepared during batches 1 and 2's generation
     assert _documents(tmp_path / "out") == _documents(tmp_path / "seq")
 
 
@@ -620,7 +619,17 @@ def test_overlapped_runner_fails_a_page_alone_and_loses_no_other(tmp_path, engin
     assert [(p["index"], p["width"], "error" in p) for p in data["pages"]] == [(0, 140, False), (1, 77, True), (2, 90, False)]
 
     monkeypatch.undo()
-    events = _timeline(engine, monkeypatch, sleep=0, fail_generate=lambda n: n == 1)
+    events, _ = _timeline(engine, monkeypatch, sleep=0, fail_generate=lambda n: n == 1)
     summary = run([other], engine, BatchOptions(out_dir=tmp_path / "out2", batch_size=2, progress="none"))
     assert summary.exit_code == 0 and summary.count("done") == 3
     assert [n for kind, n in events if kind == "generate"] == [2, 1, 1, 1]  # the failed pair again one by one
+
+
+def test_overlapped_runner_retries_a_failing_last_batch(tmp_path, engine, monkeypatch):
+    """The last batch failing after the stream was told no more batches come: its pages are still
+    read again one by one (a fresh stream), none lost."""
+    src = _many_images(tmp_path / "in", 4)
+    events, _ = _timeline(engine, monkeypatch, sleep=0, fail_generate=lambda n: n == 2)
+    summary = run([src], engine, BatchOptions(out_dir=tmp_path / "out", batch_size=2, progress="none"))
+    assert summary.exit_code == 0 and summary.count("done") == 4
+    assert [n for kind, n in events if kind == "generate"] == [2, 2, 1, 1]

@@ -796,16 +796,22 @@ class _Overlapped:
         from varco_ocr.engine import PageBatch
 
         self._batch = PageBatch
-        self._feed: queue.Queue = queue.Queue()
+        self._backend = backend
         self._closing = threading.Event()
         self.in_flight = 0
-        self._results = backend.ocr_batches(self._batches(), isolate_errors=True)  # type: ignore[attr-defined]
+        self._ended = False  # the runner has no more batches
+        self._start()
 
-    def _batches(self) -> Iterator[Any]:
+    def _start(self) -> None:
+        self._feed: queue.Queue = queue.Queue()
+        self._sentinel = False  # the feed's end marker is in: nothing can follow it in this stream
+        self._results = self._backend.ocr_batches(self._batches(self._feed), isolate_errors=True)  # type: ignore[attr-defined]
+
+    def _batches(self, feed: queue.Queue) -> Iterator[Any]:
         # Iterated in the engine's prefetch thread; polls so that close() always ends it.
         while not self._closing.is_set():
             try:
-                batch = self._feed.get(timeout=0.1)
+                batch = feed.get(timeout=0.1)
             except queue.Empty:
                 continue
             if batch is None:
@@ -819,9 +825,13 @@ class _Overlapped:
 
     def end(self) -> None:
         """No more batches: what is in flight can be collected to the last."""
-        self._feed.put(None)
+        self._ended = True
 
     def collect(self) -> list[tuple[_DocPage, Page]]:
+        if self._ended and self.in_flight == 1 and not self._sentinel:
+            # The last batch: the feed's end lets the prefetch thread finish instead of waiting for more.
+            self._feed.put(None)
+            self._sentinel = True
         batch, pages = next(self._results)
         self.in_flight -= 1
         items: list[_DocPage] = batch.tag
@@ -829,6 +839,9 @@ class _Overlapped:
             return [(it, _placed(page, it)) for it, page in zip(items, pages)]
         if len(items) == 1:
             return [(items[0], _failed_alone(items[0], pages))]
+        if self._sentinel:  # the stream was told it had its last batch: retry on a fresh one
+            self._results.close()
+            self._start()
         for it in items:  # behind the batches already in flight; the runner collects them in turn
             self.submit([it])
         return []
