@@ -186,6 +186,10 @@ def floor_client(url: str, inputs: list[Path], out: Path, dpi: float, min_long_s
     for path in inputs:
         pages = []
         if path.suffix == ".pdf":
+            # without pymupdf's optional layout packages, as the varco-ocr command (cli._PYMUPDF_EXTRAS):
+            # importing them is no part of the floor's work (~500 ms CPU where they are installed)
+            for name in ("pymupdf.layout", "pymupdf4llm"):
+                sys.modules.setdefault(name, None)  # type: ignore[arg-type]
             import pymupdf
 
             with pymupdf.open(path) as doc:

@@ -12,6 +12,13 @@ Pages are A4 text pages at ``--dpi`` (default 200: 1654x2339, the model card's 2
     python benchmarks/engine_overlap.py [--batches 3] [--batch-size 8] [--sleep 1 8] [--dpi 200]
         [--min-long-side 2304] [--max-grid 6] [--threads 1]
 
+With ``--runner``, the same stand-in through the batch runner (``varco_ocr.batch.run`` over a folder of
+the pages saved as PNG, JSON output): "one call per batch" is the runner calling ``ocr_batch`` once per
+batch (a backend without ``ocr_batches``: the runner before issue 17's second part), "overlapped" the
+runner feeding the engine's ``ocr_batches``. Busy = time in the stand-in's generate / wall time of ``run``.
+
+    python benchmarks/engine_overlap.py --runner [--batches 4] [--sleep 1] ...
+
 Also printed: the preparation cost per batch measured alone (load, upscale, processor), which is what
 the accelerator waits for without the overlap; with the overlap it waits only when preparing a batch
 takes longer than generating one. Results with and without prefetch are compared (raw answers too).
@@ -70,6 +77,7 @@ def main() -> None:
     ap.add_argument("--max-grid", type=int, default=6)
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--runner", action="store_true", help="measure through varco_ocr.batch.run")
     args = ap.parse_args()
 
     import torch
@@ -93,6 +101,8 @@ def main() -> None:
     print(f"{len(pages)} pages of {pages[0].size[0]}x{pages[0].size[1]}, batches of {args.batch_size}, "
           f"min_long_side {args.min_long_side}, max_grid {args.max_grid}, torch threads {args.threads}")
     print(f"preparing one batch alone (load, upscale, processor): {prep:.2f} s ({prep / args.batch_size * 1000:.0f} ms/page)")
+    if args.runner:
+        return runner(engine, real_model, pages, args)
     print("| stand-in s/batch | prefetch | wall s | real generate s/batch | busy, whole run | busy, after the first batch is ready |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
     results = {}
@@ -111,6 +121,48 @@ def main() -> None:
     engine.model = real_model
     same = [(p.raw, p.words) for p in results[True]] == [(p.raw, p.words) for p in results[False]]
     print(f"pages with and without prefetch identical (raw answers, words, boxes, confidences): {same}")
+
+
+class OneCallPerBatch:
+    """The engine seen through ``ocr_batch`` only: the runner calls it once per batch."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.model_name = engine, engine.model_name
+
+    def ocr_batch(self, images, batch_size=4, indices=None):
+        return self.engine.ocr_batch(images, batch_size=batch_size, indices=indices)
+
+
+def runner(engine, real_model, pages, args) -> None:
+    import json
+    from pathlib import Path
+
+    from varco_ocr.batch import BatchOptions, run
+
+    folder = Path(tempfile.mkdtemp(prefix="overlap-pages-"))
+    for i, page in enumerate(pages):
+        page.save(folder / f"page{i:03d}.png")
+    engine.prefetch = True
+    print("batch runner (`varco_ocr.batch.run`, JSON output), pages from PNG files")
+    print("| stand-in s/batch | runner path | wall s | real generate s/batch | busy, whole run | busy, after the first batch is ready |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    outputs = {}
+    for sleep in args.sleep:
+        for name, backend in (("one call per batch", OneCallPerBatch(engine)), ("overlapped", engine)):
+            engine.model = StandIn(real_model, sleep)
+            out = Path(tempfile.mkdtemp(prefix="overlap-out-"))
+            t = time.perf_counter()
+            summary = run([folder], backend, BatchOptions(out_dir=out, batch_size=args.batch_size, progress="none"))
+            end = time.perf_counter()
+            assert summary.exit_code == 0, summary.outcomes
+            wall = end - t
+            busy, steady = engine.model.busy / wall, engine.model.busy / (end - engine.model.first)
+            outputs.setdefault(name, {p.name: json.loads(p.read_text())["pages"] for p in sorted(out.glob("*.json"))})
+            print(f"| {sleep:g} | {name} | {wall:.2f} | {engine.model.real / args.batches:.2f} "
+                  f"| {busy:.0%} | **{steady:.0%}** |", flush=True)
+    engine.model = real_model
+    same = outputs["overlapped"] == outputs["one call per batch"]
+    print(f"documents (JSON pages: raw answers, words, boxes, confidences) identical on both paths: {same}")
 
 
 if __name__ == "__main__":

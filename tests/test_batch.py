@@ -532,3 +532,104 @@ def test_a_backend_asking_for_a_thread_renderer_gets_one_with_the_same_pixels(tm
     assert chosen[0] is False  # asked for: a thread
     assert chosen[1] is None  # not asked for: the platform default (a child process on Linux)
     assert len(seen[True]) == 4 and seen[True] == seen[False]
+
+
+# -- issue 17: the engine's next batch is prepared while this one generates, across runner batches ---
+
+
+def _timeline(engine, monkeypatch, sleep: float = 0.3, fail=lambda images: False, fail_generate=lambda n: False):
+    """Record when the engine prepares (processor) and generates each batch; generation waits
+    ``sleep`` s without the GIL, as an accelerator does. ``fail(images)`` makes preparation raise,
+    ``fail_generate(call number)`` generation."""
+    import threading
+
+    events: list[tuple[str, int]] = []
+    spans: list[tuple[str, float, float]] = []  # (what, start, end)
+    lock = threading.Lock()
+    real_inputs, real_generate = engine.model_inputs, engine.generate_inputs
+    calls = [0]
+
+    def model_inputs(images, task_text, processor=None):
+        start = time.monotonic()
+        with lock:
+            events.append(("prepare", len(images)))
+        if fail(images):
+            raise RuntimeError("injected preparation failure")
+        out = real_inputs(images, task_text, processor)
+        time.sleep(sleep / 6)  # preparation takes a while too (no GIL held), so overlaps are visible
+        spans.append(("prepare", start, time.monotonic()))
+        return out
+
+    def generate_inputs(inputs, *args, **kwargs):
+        calls[0] += 1
+        with lock:
+            events.append(("generate", inputs["input_ids"].shape[0]))
+        start = time.monotonic()
+        try:
+            if fail_generate(calls[0]):
+                raise RuntimeError("injected generation failure")
+            out = real_generate(inputs, *args, **kwargs)
+            time.sleep(sleep)
+            return out
+        finally:
+            spans.append(("generate", start, time.monotonic()))
+
+    monkeypatch.setattr(engine, "model_inputs", model_inputs)
+    monkeypatch.setattr(engine, "generate_inputs", generate_inputs)
+    return events, spans
+
+
+def _documents(out: Path) -> dict[str, dict]:
+    docs = {}
+    for path in sorted(out.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        docs[path.name] = data["pages"]
+    return docs
+
+
+def test_runner_prepares_the_next_batch_while_this_one_generates(tmp_path, engine, monkeypatch):
+    """batch.run with the local engine: a batch's preparation starts while the previous batch is
+    still generating (before, each runner batch was one ocr_batch call: preparation only between
+    generations), and the documents equal those of the one-call-per-batch path."""
+    src = _many_images(tmp_path / "in", 6)
+    sequential = run([src], CountingBackend(engine), BatchOptions(out_dir=tmp_path / "seq", batch_size=2, progress="none"))
+    events, spans = _timeline(engine, monkeypatch)
+    summary = run([src], engine, BatchOptions(out_dir=tmp_path / "out", batch_size=2, progress="none"))
+    assert summary.exit_code == 0 and summary.count("done") == 6 and sequential.count("done") == 6
+    assert [n for kind, n in events if kind == "generate"] == [2, 2, 2]
+    generations = [(a, b) for kind, a, b in spans if kind == "generate"]
+    overlapped = [(a, b) for kind, a, b in spans if kind == "prepare" and any(a < g1 and b > g0 for g0, g1 in generations)]
+    assert len(overlapped) == 2, spans  # batches 2 and 3 prepared during batches 1 and 2's generation
+    assert _documents(tmp_path / "out") == _documents(tmp_path / "seq")
+
+
+def test_overlapped_runner_fails_a_page_alone_and_loses_no_other(tmp_path, engine, monkeypatch):
+    """A batch whose preparation fails (in the prefetch thread) is retried page by page: only the
+    bad page fails; a batch whose generation fails once is read again page by page, every page kept."""
+    tiff = tmp_path / "three.tiff"
+    Image.new("RGB", (140, 70), "white").save(
+        tiff, save_all=True, append_images=[Image.new("RGB", (77, 99), "white"), Image.new("RGB", (90, 60), "white")])
+    other = _many_images(tmp_path / "in", 3)
+    _timeline(engine, monkeypatch, sleep=0, fail=lambda images: any(im.size[0] == 77 for im in images))
+    summary = run([tiff, other], engine, BatchOptions(out_dir=tmp_path / "out", batch_size=2, progress="none"))
+    by_name = {Path(o.source).name: o for o in summary.outcomes}
+    assert by_name["three.tiff"].status == "partial" and by_name["three.tiff"].page_errors[0].startswith("page 2: OCR failed")
+    assert [by_name[f"page{i:02d}.png"].status for i in range(3)] == ["done"] * 3
+    data = json.loads((tmp_path / "out" / "three.json").read_text(encoding="utf-8"))
+    assert [(p["index"], p["width"], "error" in p) for p in data["pages"]] == [(0, 140, False), (1, 77, True), (2, 90, False)]
+
+    monkeypatch.undo()
+    events, _ = _timeline(engine, monkeypatch, sleep=0, fail_generate=lambda n: n == 1)
+    summary = run([other], engine, BatchOptions(out_dir=tmp_path / "out2", batch_size=2, progress="none"))
+    assert summary.exit_code == 0 and summary.count("done") == 3
+    assert [n for kind, n in events if kind == "generate"] == [2, 1, 1, 1]  # the failed pair again one by one
+
+
+def test_overlapped_runner_retries_a_failing_last_batch(tmp_path, engine, monkeypatch):
+    """The last batch failing after the stream was told no more batches come: its pages are still
+    read again one by one (a fresh stream), none lost."""
+    src = _many_images(tmp_path / "in", 4)
+    events, _ = _timeline(engine, monkeypatch, sleep=0, fail_generate=lambda n: n == 2)
+    summary = run([src], engine, BatchOptions(out_dir=tmp_path / "out", batch_size=2, progress="none"))
+    assert summary.exit_code == 0 and summary.count("done") == 4
+    assert [n for kind, n in events if kind == "generate"] == [2, 2, 1, 1]

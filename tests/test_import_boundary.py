@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +77,19 @@ def test_help_starts_without_torch(tmp_path):
                 pass
         """, tmp_path)
     assert loaded == []
+
+
+def test_the_command_does_not_load_pymupdf_layout():
+    """pymupdf imports pymupdf_layout and pymupdf4llm (onnxruntime, a model: ~500 ms CPU) when they are
+    installed; the varco-ocr command never uses them and keeps them out (issue 17 item 2: their import
+    was ~25 ms per document of a 20-document run with a PDF output)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pymupdf.layout") is None:
+        pytest.skip("pymupdf_layout is not installed here: nothing to keep out")
+    code = ("import sys; from varco_ocr.cli import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "import pymupdf; print(sys.modules.get('pymupdf.layout') is None, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.split()
+    assert out[-2:] == ["True", "False"]

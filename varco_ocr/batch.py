@@ -4,8 +4,9 @@ Pipeline: a producer (a child process, or a thread where fork is unavailable) op
 order and renders / decodes their pages into a bounded queue; the main thread takes pages from the
 queue, from one document or several, in batches of ``batch_size`` for the backend's ``ocr_batch``,
 reassembles each document when its last page is back, writes its exports (each file to a temporary name, then renamed) and appends the
-outcome to a JSON-lines log in the output folder. Memory holds the queue's pages plus one batch,
-whatever the length of the documents.
+outcome to a JSON-lines log in the output folder. Memory holds the queue's pages plus one batch
+(two with the local engine, whose ``ocr_batches`` prepares the next batch while one generates:
+``_Overlapped``), whatever the length of the documents.
 
 Resume: a document is skipped when the log's last record for it says ``done`` with the same options
 fingerprint (the options that change results, plus the source file's size and modification time)
@@ -82,12 +83,31 @@ class LazyBackend:
         self.model_name = model_name
 
     def ocr_batch(self, images: list[Image.Image], batch_size: int = 4, indices: Sequence[int] | None = None) -> list[Page]:
+        return self._built().ocr_batch(images, batch_size=batch_size, indices=indices)
+
+    def ocr_batches(self, batches, **kwargs):
+        """The built backend's ``ocr_batches`` (the local engine's overlapped stream); for a backend
+        without one, its ``ocr_batch`` once per batch, with the same ``(batch, pages or error)`` items."""
+        backend = self._built()
+        if hasattr(backend, "ocr_batches"):
+            yield from backend.ocr_batches(batches, **kwargs)
+            return
+        for b in batches:
+            try:
+                pages: Any = backend.ocr_batch(list(b.images), batch_size=len(b.images), indices=b.indices)
+            except Exception as e:  # noqa: BLE001
+                if not kwargs.get("isolate_errors"):
+                    raise
+                pages = e
+            yield b, pages
+
+    def _built(self) -> OCRBackend:
         if self._backend is None:
             try:
                 self._backend = self._factory()
             except Exception as e:  # noqa: BLE001 - whatever the loader raises, the run cannot go on
                 raise BackendUnavailable(str(e) or type(e).__name__) from e
-        return self._backend.ocr_batch(images, batch_size=batch_size, indices=indices)
+        return self._backend
 
 
 MIN_PREFETCH = 4  # the smallest default render-ahead queue (pages and document markers)
@@ -745,15 +765,90 @@ def _ocr_pages(backend: OCRBackend, items: list[_DocPage]) -> list[Page]:
         raise
     except Exception as e:  # noqa: BLE001
         if len(items) == 1:  # a page that fails alone is a recorded page failure, not the run's end
-            it = items[0]
-            width, height = it.page.image.size  # type: ignore[union-attr]  # a failed page keeps its size
-            return [Page(index=it.page.index, width=width, height=height, dpi=it.page.dpi,
-                         error=f"page {it.page.index + 1}: OCR failed ({type(e).__name__}: {e})")]
+            return [_failed_alone(items[0], e)]
         return [page for it in items for page in _ocr_pages(backend, [it])]
-    return [
-        attach_pdf_points(replace(page, index=it.page.index, dpi=it.page.dpi if it.page.dpi else page.dpi, **_known_size(page, it)), it.page.geometry)
-        for page, it in zip(pages, items)
-    ]
+    return [_placed(page, it) for page, it in zip(pages, items)]
+
+
+def _placed(page: Page, item: _DocPage) -> Page:
+    """A page the backend read, with the runner's page number, dpi, size and PDF geometry."""
+    return attach_pdf_points(replace(page, index=item.page.index, dpi=item.page.dpi if item.page.dpi else page.dpi,
+                                     **_known_size(page, item)), item.page.geometry)
+
+
+def _failed_alone(item: _DocPage, e: BaseException) -> Page:
+    """A page that failed alone: a recorded page failure (keeping its size), not the run's end."""
+    width, height = item.page.image.size  # type: ignore[union-attr]
+    return Page(index=item.page.index, width=width, height=height, dpi=item.page.dpi,
+                error=f"page {item.page.index + 1}: OCR failed ({type(e).__name__}: {e})")
+
+
+class _Overlapped:
+    """The runner's batches through the backend's ``ocr_batches`` stream (the local engine): batch
+    N+1 is loaded and pre-processed in the engine's prefetch thread while batch N generates on this
+    thread, across the runner's batches. ``submit`` hands a batch over; ``collect`` reads the oldest
+    one back. The runner collects only while another batch is submitted behind it (or the feed is
+    ended), so exactly one batch is prepared ahead and the prefetch thread never waits on an empty
+    feed while this thread waits for it. A batch that fails is retried page by page through the
+    same stream, so one failing page fails alone, as in ``_ocr_pages``."""
+
+    def __init__(self, backend: OCRBackend) -> None:
+        from varco_ocr.engine import PageBatch
+
+        self._batch = PageBatch
+        self._backend = backend
+        self._closing = threading.Event()
+        self.in_flight = 0
+        self._ended = False  # the runner has no more batches
+        self._start()
+
+    def _start(self) -> None:
+        self._feed: queue.Queue = queue.Queue()
+        self._sentinel = False  # the feed's end marker is in: nothing can follow it in this stream
+        self._results = self._backend.ocr_batches(self._batches(self._feed), isolate_errors=True)  # type: ignore[attr-defined]
+
+    def _batches(self, feed: queue.Queue) -> Iterator[Any]:
+        # Iterated in the engine's prefetch thread; polls so that close() always ends it.
+        while not self._closing.is_set():
+            try:
+                batch = feed.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if batch is None:
+                return
+            yield batch
+
+    def submit(self, items: list[_DocPage]) -> None:
+        self._feed.put(self._batch(images=[it.page.image for it in items], indices=[it.page.index for it in items],
+                                   tag=items))
+        self.in_flight += 1
+
+    def end(self) -> None:
+        """No more batches: what is in flight can be collected to the last."""
+        self._ended = True
+
+    def collect(self) -> list[tuple[_DocPage, Page]]:
+        if self._ended and self.in_flight == 1 and not self._sentinel:
+            # The last batch: the feed's end lets the prefetch thread finish instead of waiting for more.
+            self._feed.put(None)
+            self._sentinel = True
+        batch, pages = next(self._results)
+        self.in_flight -= 1
+        items: list[_DocPage] = batch.tag
+        if not isinstance(pages, Exception):
+            return [(it, _placed(page, it)) for it, page in zip(items, pages)]
+        if len(items) == 1:
+            return [(items[0], _failed_alone(items[0], pages))]
+        if self._sentinel:  # the stream was told it had its last batch: retry on a fresh one
+            self._results.close()
+            self._start()
+        for it in items:  # behind the batches already in flight; the runner collects them in turn
+            self.submit([it])
+        return []
+
+    def close(self) -> None:
+        self._closing.set()
+        self._results.close()
 
 
 def _known_size(page: Page, item: _DocPage) -> dict[str, int]:
@@ -881,12 +976,30 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
                         progress.note(note)
                     progress.document(outcome)
 
+    # A backend with ocr_batches (the local engine) prepares the next batch while this one generates;
+    # others (the server backend: its requests overlap in its own workers) get ocr_batch per batch.
+    overlapped = _Overlapped(backend) if producer is not None and hasattr(backend, "ocr_batches") else None
+
+    def store(read: list[tuple[_DocPage, Page]]) -> None:
+        for it, page in read:
+            state(it.doc_no).pages[it.page.index] = page
+        progress.pages(len(read))
+
     def run_batch() -> None:
         nonlocal pending
         items, pending = pending, []
-        for it, page in zip(items, _ocr_pages(backend, items)):
-            state(it.doc_no).pages[it.page.index] = page
-        progress.pages(len(items))
+        if overlapped is None:
+            store(list(zip(items, _ocr_pages(backend, items))))
+            return
+        overlapped.submit(items)
+        while overlapped.in_flight >= 2:  # one batch stays behind, being prepared while this one generates
+            store(overlapped.collect())
+
+    def drain() -> None:
+        if overlapped is not None:
+            overlapped.end()
+            while overlapped.in_flight:
+                store(overlapped.collect())
 
     try:
         while producer is not None:
@@ -906,6 +1019,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             if isinstance(msg, _End):
                 if pending:
                     run_batch()
+                drain()
                 finish_ready()
                 break
             if isinstance(msg, _DocOpened):
@@ -942,6 +1056,8 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             summary.outcomes.append(DocumentOutcome(str(st.file.path), "interrupted", pages=len(st.pages)))
     finally:
         # also on RunLogError: the renderer stops and frees its shared-memory pages
+        if overlapped is not None:
+            overlapped.close()  # ends the engine's prefetch thread (after the batch it is preparing)
         if producer is not None:
             producer.close()
         progress.close()

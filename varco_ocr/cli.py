@@ -523,9 +523,26 @@ def _default_to_ocr(argv: list[str]) -> list[str]:
     return ["ocr", *argv]
 
 
+# Optional packages ``import pymupdf`` imports whenever they are installed (pymupdf 2.0): the layout
+# analyser (onnxruntime and an ONNX model) and pymupdf4llm (onnxruntime, numpy).
+_PYMUPDF_EXTRAS = ("pymupdf.layout", "pymupdf4llm")
+
+
+def _without_pymupdf_layout() -> None:
+    """Keep ``import pymupdf`` from importing its optional layout-analysis packages: measured here
+    ~600 against ~80 ms of CPU per process (over a second of wall time), for ``Page.get_layout`` and
+    ``pymupdf.to_markdown``-style functions varco-ocr never calls. The command is a process of its
+    own, so it opts out for itself; the library, imported by someone else's program, leaves the
+    choice to them."""
+    if "pymupdf" not in sys.modules:
+        for name in _PYMUPDF_EXTRAS:
+            sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not importable"
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     from varco_ocr.hub import progress_bars_only_on_a_terminal
 
+    _without_pymupdf_layout()
     progress_bars_only_on_a_terminal()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--version":

@@ -380,8 +380,8 @@ class OCREngine:
                     pages[i] = self._reread(loaded[i], page, batch_size, on_tokens)
         return [p for p in pages if p is not None]
 
-    def ocr_batches(self, batches: Iterable[PageBatch], *, on_tokens: Callable[[int], None] | None = None
-                    ) -> Iterator[tuple[PageBatch, list[Page]]]:
+    def ocr_batches(self, batches: Iterable[PageBatch], *, on_tokens: Callable[[int], None] | None = None,
+                    isolate_errors: bool = False) -> Iterator[tuple[PageBatch, list[Page] | Exception]]:
         """OCR a stream of batches, each in one generate call, loading and pre-processing batch N+1
         in a thread while batch N generates: ``(batch, pages)`` in order, ``pages`` in the batch's
         order; each batch's pages equal ``ocr_batch(batch.images, batch_size=len(batch.images))``.
@@ -389,6 +389,10 @@ class OCREngine:
         For callers that form batches as pages arrive (the batch runner): with ``ocr_batch`` once per
         batch, the overlap cannot span calls and the accelerator waits while each batch is prepared.
         ``batches`` is iterated in the prefetch thread, one batch ahead.
+
+        With ``isolate_errors``, a batch whose loading, preparation or generation raised an Exception
+        comes back as ``(batch, exception)`` and the stream goes on with the next batch (already being
+        prepared), so a caller can retry that batch's pages alone without losing the others.
         """
 
         def load(batch: PageBatch) -> list[tuple[int, Image.Image]]:
@@ -396,7 +400,7 @@ class OCREngine:
             order = sorted(range(len(loaded)), key=lambda i: (_pixels(upscaled_size(*loaded[i].size, self.min_long_side)), i))
             return [(i, loaded[i]) for i in order]
 
-        for batch, chunk, gens in self._read_chunks(batches, load, on_tokens):
+        def read(batch: PageBatch, chunk: list[tuple[int, Image.Image]], gens: list[Generation]) -> list[Page]:
             n = len(chunk)
             indices = list(batch.indices) if batch.indices is not None else [0] * n
             dpis = list(batch.dpis) if batch.dpis is not None else [None] * n
@@ -405,23 +409,54 @@ class OCREngine:
                 w, h = original.size
                 page = self.page_from_generation(gen, width=w, height=h, index=indices[i], dpi=dpis[i])
                 pages[i] = self._reread(original, page, n, on_tokens) if self.split_truncated and page.truncated else page
-            yield batch, [p for p in pages if p is not None]
+            return [p for p in pages if p is not None]
+
+        for batch, chunk, gens in self._read_chunks(batches, load, on_tokens, isolate_errors=isolate_errors):
+            if isinstance(gens, Exception):
+                yield batch, gens
+                continue
+            if not isolate_errors:
+                yield batch, read(batch, chunk, gens)
+                continue
+            try:
+                pages = read(batch, chunk, gens)
+            except Exception as e:  # noqa: BLE001 - handed to the caller with its batch
+                yield batch, e
+            else:
+                yield batch, pages
 
     def _read_chunks(self, jobs: Iterable[Any], load: Callable[[Any], list[tuple[int, Image.Image]]],
-                     on_tokens: Callable[[int], None] | None = None
-                     ) -> Iterator[tuple[Any, list[tuple[int, Image.Image]], list[Generation]]]:
+                     on_tokens: Callable[[int], None] | None = None, *, isolate_errors: bool = False
+                     ) -> Iterator[tuple[Any, list[tuple[int, Image.Image]], list[Generation] | Exception]]:
         """Generate each job's ``(position, loaded image)`` pairs, ``load(job)``, in one batch:
         ``(job, pairs, generations)``. The next job's load, upscale and processor run in the prefetch
-        thread, with its own copy of the processor, while this one generates."""
+        thread, with its own copy of the processor, while this one generates. With
+        ``isolate_errors`` a job that fails gives ``(job, pairs or [], exception)`` and the next goes on
+        (an exception escaping the prefetch thread would end the stream and lose the job prepared ahead)."""
         processor = self._prefetch_processor() if self.prefetch else self.processor
 
         def prepare(job: Any) -> tuple[list[tuple[int, Image.Image]], Any]:
-            chunk = load(job)
-            prepared = [prepare_for_model(im, self.min_long_side) for _, im in chunk]
-            return chunk, self.model_inputs(prepared, model_spec.OCR_PROMPT, processor)
+            try:
+                chunk = load(job)
+                prepared = [prepare_for_model(im, self.min_long_side) for _, im in chunk]
+                return chunk, self.model_inputs(prepared, model_spec.OCR_PROMPT, processor)
+            except Exception as e:  # noqa: BLE001 - this job's failure, not the stream's
+                if not isolate_errors:
+                    raise
+                return [], e
 
         for job, (chunk, inputs) in prefetched(jobs, prepare, enabled=self.prefetch):
-            yield job, chunk, self.generate_inputs(inputs, on_tokens=on_tokens)
+            if isinstance(inputs, Exception):
+                yield job, chunk, inputs
+                continue
+            if not isolate_errors:
+                yield job, chunk, self.generate_inputs(inputs, on_tokens=on_tokens)
+                continue
+            try:
+                gens: list[Generation] | Exception = self.generate_inputs(inputs, on_tokens=on_tokens)
+            except Exception as e:  # noqa: BLE001
+                gens = e
+            yield job, chunk, gens
 
     def _prefetch_processor(self):
         """The prefetch thread's processor: a copy made once, after the resolution was configured

@@ -62,6 +62,7 @@ def utf8_safe(text: str) -> str:
     return _SURROGATE.sub(REPLACEMENT, text)
 
 
+@functools.cache  # the installed version does not change under a running process; asking costs ~2 ms
 def software_version() -> str:
     try:
         from importlib.metadata import version

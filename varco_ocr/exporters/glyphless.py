@@ -33,9 +33,12 @@ DESCENT = -200
 MAX_CID = 0xFFFF  # Identity-H codes are two bytes
 
 
+_CLUSTER = regex.compile(r"\X")  # compiled once: a per-call findall(pattern) paid a cache lookup per word
+
+
 def grapheme_clusters(text: str) -> list[str]:
     """``text`` split into extended grapheme clusters (Unicode UAX #29), joined back it is ``text``."""
-    return regex.findall(r"\X", text)
+    return _CLUSTER.findall(text)
 
 
 class ClusterCodes:

@@ -86,6 +86,15 @@ def layer_clusters(text: str) -> list[str]:
     return out
 
 
+def _drawn_code_points(text: str) -> list[str]:
+    """The code points drawn for a word, in display order. Printable ASCII (most words) is its own
+    clusters, left to right, nothing replaced: the same list as the general path, without a regex
+    and a bidi lookup per character (measured: most of the text layer's time for a 400-word page)."""
+    if text.isascii() and text.isprintable():
+        return list(text)
+    return [ch for c in visual_order(layer_clusters(text)) for ch in c]
+
+
 def text_layer_operators(lines: Iterable[Sequence[PlacedWord]], codes: ClusterCodes, to_user_space: Matrix6) -> str:
     """PDF content-stream operators drawing ``lines`` of words invisibly in the glyphless font
     (pure apart from allocating CIDs in ``codes``; see module doc).
@@ -98,13 +107,13 @@ def text_layer_operators(lines: Iterable[Sequence[PlacedWord]], codes: ClusterCo
     ascent, descent = glyphless.ASCENT / glyphless.UNITS_PER_EM, glyphless.DESCENT / glyphless.UNITS_PER_EM
     for line in lines:
         # Clusters are reordered for display, then drawn one CID per code point (see glyphless).
-        words = [(w, [ch for c in visual_order(layer_clusters(w.text)) for ch in c]) for w in line]
+        words = [(w, _drawn_code_points(w.text)) for w in line]
         words = [(w, c) for w, c in words if c and w.box[2] > w.box[0] and w.box[3] > w.box[1]]
         for i, (word, clusters) in enumerate(words):
             x1, y1, x2, y2 = word.box
             size = (y2 - y1) / (ascent - descent)
             baseline = y2 + descent * size  # descent < 0: the baseline sits above the bottom
-            natural = sum(0 if glyphless.is_mark(c) else 1 for c in clusters) * em * size
+            natural = (len(clusters) if word.text.isascii() else sum(0 if glyphless.is_mark(c) else 1 for c in clusters)) * em * size
             if natural <= 0:
                 continue
             # Text space: x along the visible page, y up; (1, 0, 0, -1) flips our y-down page points.
@@ -199,7 +208,11 @@ def _append_text_layer(doc, page, operators: str, font_xref: int) -> None:
         doc.xref_set_key(int(value.split()[0]), TEXT_FONT_NAME, f"{font_xref} 0 R")
     else:
         doc.xref_set_key(owner, f"{font_key}/{TEXT_FONT_NAME}", f"{font_xref} 0 R")
-    xref = _new_stream(doc, operators.encode("ascii"))
+    # Deflated here at zlib's default level: MuPDF's own (best) compression of this ~40 KB stream took
+    # ~9 ms of a one-page document's ~17 ms export, for ~6% fewer bytes of a stream ~1% of the file.
+    xref = _new_object(doc, "<<>>")
+    doc.update_stream(xref, zlib.compress(operators.encode("ascii"), 6), compress=False)
+    doc.xref_set_key(xref, "Filter", "/FlateDecode")
     refs = " ".join(f"{x} 0 R" for x in (*page.get_contents(), xref))
     doc.xref_set_key(page.xref, "Contents", f"[{refs}]")
 
