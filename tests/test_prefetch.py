@@ -73,3 +73,37 @@ def test_closing_early_stops_the_thread():
     items.close()
     assert not any(t.name == "varco-ocr-prefetch" for t in threading.enumerate())
     assert len(prepared) <= 3
+
+
+def test_an_interrupt_while_waiting_for_work_ends_the_thread_through_stop():
+    """The batch runner's jobs wait on a feed for the next batch. A Ctrl-C that lands while the caller
+    waits for an item ends the generator; its ``stop`` must reach the jobs iterator, or joining the
+    thread waits forever (a hang seen in test_ctrl_c_stops_cleanly_with_a_summary)."""
+    import signal
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def jobs():
+        yield 1
+        while not stop.is_set():  # waits for work that never comes
+            time.sleep(0.01)
+
+    stream = prefetched(jobs(), lambda job: job * 10, stop=stop)
+    assert next(stream) == (1, 10)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)  # the second job never comes: the interrupt ends the wait
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stop.is_set() and time.monotonic() - started < 5
+    assert not [t for t in threading.enumerate() if t.name == "varco-ocr-prefetch"]

@@ -797,7 +797,6 @@ class _Overlapped:
 
         self._batch = PageBatch
         self._backend = backend
-        self._closing = threading.Event()
         self.in_flight = 0
         self._ended = False  # the runner has no more batches
         self._start()
@@ -805,11 +804,16 @@ class _Overlapped:
     def _start(self) -> None:
         self._feed: queue.Queue = queue.Queue()
         self._sentinel = False  # the feed's end marker is in: nothing can follow it in this stream
-        self._results = self._backend.ocr_batches(self._batches(self._feed), isolate_errors=True)  # type: ignore[attr-defined]
+        # This stream's own: set by close(), and by the stream itself when it ends however it ends (a
+        # Ctrl-C inside it included), so the prefetch thread waiting on the feed stops and can be joined.
+        self._closing = threading.Event()
+        self._results = self._backend.ocr_batches(self._batches(self._feed, self._closing), isolate_errors=True,  # type: ignore[attr-defined]
+                                                  stop=self._closing)
 
-    def _batches(self, feed: queue.Queue) -> Iterator[Any]:
-        # Iterated in the engine's prefetch thread; polls so that close() always ends it.
-        while not self._closing.is_set():
+    @staticmethod
+    def _batches(feed: queue.Queue, closing: threading.Event) -> Iterator[Any]:
+        # Iterated in the engine's prefetch thread; polls so that the stream's end always ends it.
+        while not closing.is_set():
             try:
                 batch = feed.get(timeout=0.1)
             except queue.Empty:

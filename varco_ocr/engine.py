@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -381,7 +382,8 @@ class OCREngine:
         return [p for p in pages if p is not None]
 
     def ocr_batches(self, batches: Iterable[PageBatch], *, on_tokens: Callable[[int], None] | None = None,
-                    isolate_errors: bool = False) -> Iterator[tuple[PageBatch, list[Page] | Exception]]:
+                    isolate_errors: bool = False, stop: threading.Event | None = None,
+                    ) -> Iterator[tuple[PageBatch, list[Page] | Exception]]:
         """OCR a stream of batches, each in one generate call, loading and pre-processing batch N+1
         in a thread while batch N generates: ``(batch, pages)`` in order, ``pages`` in the batch's
         order; each batch's pages equal ``ocr_batch(batch.images, batch_size=len(batch.images))``.
@@ -411,7 +413,7 @@ class OCREngine:
                 pages[i] = self._reread(original, page, n, on_tokens) if self.split_truncated and page.truncated else page
             return [p for p in pages if p is not None]
 
-        for batch, chunk, gens in self._read_chunks(batches, load, on_tokens, isolate_errors=isolate_errors):
+        for batch, chunk, gens in self._read_chunks(batches, load, on_tokens, isolate_errors=isolate_errors, stop=stop):
             if isinstance(gens, Exception):
                 yield batch, gens
                 continue
@@ -426,8 +428,8 @@ class OCREngine:
                 yield batch, pages
 
     def _read_chunks(self, jobs: Iterable[Any], load: Callable[[Any], list[tuple[int, Image.Image]]],
-                     on_tokens: Callable[[int], None] | None = None, *, isolate_errors: bool = False
-                     ) -> Iterator[tuple[Any, list[tuple[int, Image.Image]], list[Generation] | Exception]]:
+                     on_tokens: Callable[[int], None] | None = None, *, isolate_errors: bool = False,
+                     stop: threading.Event | None = None) -> Iterator[tuple[Any, list[tuple[int, Image.Image]], list[Generation] | Exception]]:
         """Generate each job's ``(position, loaded image)`` pairs, ``load(job)``, in one batch:
         ``(job, pairs, generations)``. The next job's load, upscale and processor run in the prefetch
         thread, with its own copy of the processor, while this one generates. With
@@ -445,7 +447,7 @@ class OCREngine:
                     raise
                 return [], e
 
-        for job, (chunk, inputs) in prefetched(jobs, prepare, enabled=self.prefetch):
+        for job, (chunk, inputs) in prefetched(jobs, prepare, enabled=self.prefetch, stop=stop):
             if isinstance(inputs, Exception):
                 yield job, chunk, inputs
                 continue

@@ -19,14 +19,17 @@ _DONE = object()
 
 
 def prefetched(jobs: Iterable[J], prepare: Callable[[J], P], *, enabled: bool = True,
-               name: str = "varco-ocr-prefetch") -> Iterator[tuple[J, P]]:
+               name: str = "varco-ocr-prefetch", stop: threading.Event | None = None) -> Iterator[tuple[J, P]]:
     """``(job, prepare(job))`` for each job in order, ``prepare`` running one job ahead in a thread.
 
     At most two prepared items are alive: the one the caller holds and the next one (a slot is taken
     before preparing and given back when the caller takes an item), so memory stays bounded whatever
     the number of jobs. ``jobs`` is iterated in the thread too. An exception raised by ``prepare`` or
     by ``jobs`` is raised to the caller at the point it would have been met without the thread.
-    Closing the generator early stops the thread (after the item it is preparing, if any).
+    Closing the generator early stops the thread (after the item it is preparing, if any). The
+    thread also iterates ``jobs``: a ``jobs`` that waits for work (the batch runner's feed) must watch
+    ``stop``, which is set when this generator ends however it ends (an exception such as Ctrl-C
+    included); otherwise ending would wait for its next item forever.
     With ``enabled=False`` everything runs in the caller's thread, in the same order.
     """
     if not enabled:
@@ -35,7 +38,7 @@ def prefetched(jobs: Iterable[J], prepare: Callable[[J], P], *, enabled: bool = 
         return
     ready: queue.Queue = queue.Queue()
     slot = threading.Semaphore(1)  # prepared items not yet taken by the caller
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
 
     def work() -> None:
         try:
