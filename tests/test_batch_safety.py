@@ -513,3 +513,30 @@ def test_replaced_xml_characters_are_noted_per_document_and_logged(tmp_path, cap
         assert (out / name).read_text(encoding="utf-8").count("\ufffd") == 2
     # JSON keeps what the model read: only the XML formats replace characters
     assert [w.text for w in Document.load(out / "bad.json").pages[0].words] == ["a\x1bb", "ok\x00"]
+
+
+def test_ctrl_c_during_a_documents_bookkeeping_takes_effect_after_it():
+    """The log record, the summary entry and the progress line of a finished document are written
+    as one step: a Ctrl-C in the middle is raised right after it, also while another thread is alive
+    (the prefetch thread of the local engine), to which the kernel may deliver the signal."""
+    import signal
+    import threading
+    import time
+
+    from varco_ocr.batch import _interrupts_deferred
+
+    done = []
+    other = threading.Event()
+    thread = threading.Thread(target=other.wait)
+    thread.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # the signal has arrived by now
+                done.append("record, summary and progress written")
+    finally:
+        other.set()
+        thread.join()
+    assert done == ["record, summary and progress written"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -1104,15 +1104,24 @@ def xml_replaced_note(outcome: DocumentOutcome) -> str:
 def _interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) back for a few statements: a document's run-log record, its place in the
     summary and its progress line are written together, so an interrupt cannot leave the log saying
-    "done" while the summary says nothing (it is delivered as KeyboardInterrupt right after)."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    "done" while the summary says nothing; it takes effect right after. A Python-level handler that
+    only records the signal, not a blocked signal mask: with other threads alive (the prefetch thread,
+    the thread renderer) the kernel hands a process signal to a thread that does not block it, and
+    Python then raises in the main thread all the same."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 def _finish_document(
