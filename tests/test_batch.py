@@ -388,7 +388,12 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model_dir):
     proc = _start(tiny_model_dir, src, out)
     _wait_for_done(out, 1, proc)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a hang is the failure; never leave the runner behind
+        proc.communicate()
+        raise AssertionError("the run did not stop within 120 s of Ctrl-C") from None
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "interrupted" in stderr and "[1/8] done" in stderr  # plain progress lines when not a terminal
