@@ -21,27 +21,12 @@ import pytest
 from PIL import Image
 
 from schema_check import assert_valid_document
-from test_batch import ENGINE_ARGS, CountingBackend, _cli, _log
+from test_batch import ENGINE_ARGS, CountingBackend, _cli, _log, backend, engine  # noqa: F401 - fixtures shared with test_batch
 from varco_ocr.batch import LOG_NAME, BatchOptions, RunLog, RunLogError, run
 from varco_ocr.document import Document, write_atomic
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("documents_are_schema_valid")]
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir):
-    import torch
-
-    torch.set_num_threads(1)
-    from varco_ocr.engine import OCREngine
-
-    return OCREngine(str(tiny_model_dir), **ENGINE_ARGS)
-
-
-@pytest.fixture
-def backend(engine) -> CountingBackend:
-    return CountingBackend(engine)
 
 
 def _png(path: Path, width: int = 90, shade: int = 255) -> Path:
