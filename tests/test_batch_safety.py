@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from schema_check import assert_valid_document
-from test_batch import ENGINE_ARGS, CountingBackend, _cli, _log, backend, engine  # noqa: F401 - fixtures shared with test_batch
+from test_batch import _cli, _log, backend, engine  # noqa: F401 - fixtures shared with test_batch
 from varco_ocr.batch import LOG_NAME, BatchOptions, RunLog, RunLogError, run
 from varco_ocr.document import Document, write_atomic
 
