@@ -540,3 +540,21 @@ def test_a_page_file_the_model_reads_as_it_is_is_sent_as_its_own_bytes(fake_serv
             assert (sent == path.read_bytes()) == (name in ("png", "jpeg")), name
     finally:
         backend.close()
+
+
+def test_a_page_file_mostly_made_of_metadata_is_sent_as_pixels(tmp_path):
+    """A small RGB PNG padded with 3 MB of text chunks would be read whole and sent as its own bytes;
+    the file is sent as it is only while it is no larger than its raw pixels (plus a little)."""
+    from PIL import PngImagePlugin
+
+    from varco_ocr.preprocessing import load_image
+    from varco_ocr.server import page_data_url, stored_data_url
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("padding", "x" * 3_000_000)
+    Image.new("RGB", (400, 300), "white").save(tmp_path / "padded.png", pnginfo=info)
+    Image.new("RGB", (400, 300), "white").save(tmp_path / "plain.png")
+    assert stored_data_url(load_image(tmp_path / "plain.png")) is not None
+    padded = load_image(tmp_path / "padded.png")
+    assert stored_data_url(padded) is None
+    assert len(page_data_url(padded)) < 100_000  # the pixels, encoded: not the 3 MB file

@@ -285,6 +285,9 @@ def image_data_url(image: Image.Image) -> str:
 
 
 _STORED_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+# A compressed page is never much larger than its raw pixels; a file that is (metadata chunks, data
+# after the image) is not sent as it is: reading and sending it would cost memory the pixels do not.
+_STORED_SLACK = 64 * 1024
 
 
 def stored_data_url(image: Image.Image) -> str | None:
@@ -302,9 +305,12 @@ def stored_data_url(image: Image.Image) -> str | None:
     try:
         if "transparency" in image.info or getattr(image, "n_frames", 1) != 1:
             return None
+        limit = image.width * image.height * 3 + _STORED_SLACK
         with open(filename, "rb") as f:
-            data = f.read()
+            data = f.read(limit + 1)
     except (OSError, ValueError):  # gone since it was decoded, or unreadable: send the pixels we have
+        return None
+    if len(data) > limit:  # mostly not pixels: send the pixels instead
         return None
     return f"data:{kind};base64," + base64.b64encode(data).decode("ascii")
 
