@@ -171,6 +171,8 @@ def test_an_ignored_detection_never_matches_the_word_beside_its_do_not_care_regi
 def test_overlaps_with_do_not_care_items_do_not_count_against_a_one_to_one_match():
     # D lies on word W and reaches into the do-not-care region beside it by 0.25 of its area: cared for,
     # and its overlap with the region does not count as a second overlap, so W-D is a one-to-one match.
+    # (Were it counted, the split or merge rule would credit the same single pair 1 and 1, labelled "OO":
+    # what this pins is that D is cared for and matched, and the region is no word.)
     word, dc = box(0, 0, 29, 9), box(30, 0, 49, 9, "###", dont_care=True)
     assert scores([word, dc], [box(0, 0, 39, 9)]) == (1.0, 1, 1.0, 1, (((0,), (0,), "OO"),), ())
     # Nor does an ignored detection inside the region that touches the word count against it.
