@@ -707,6 +707,12 @@ class _Progress:
         if self._rich is not None:
             self._rich.update(self._pages, advance=n, rate=f"{self._rate():.2f} pages/s")
 
+    def more_pages(self, n: int) -> None:
+        """Raise the page total (the Ray run learns it as documents open, not before)."""
+        self.total_pages += n
+        if self._rich is not None:
+            self._rich.update(self._pages, total=self.total_pages)
+
     def document(self, outcome: DocumentOutcome) -> None:
         self.docs_done += 1
         if self._rich is not None:

@@ -1,0 +1,253 @@
+"""The batch pipeline on Ray Data (varco_ocr.ray_pipeline) on a local Ray of 2 CPUs: the same documents
+as the local runner, resume from the manifest, failures recorded and retried, a killed model actor,
+and object storage (an S3 server from moto, in this process)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pymupdf
+import pytest
+from PIL import Image
+
+from varco_ocr.batch import BatchOptions, run
+from varco_ocr.document import Document
+from varco_ocr.engine import OCREngine
+from varco_ocr.ray_pipeline import RayOptions, run_ray
+from varco_ocr.storage import MANIFEST_DIR
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("documents_are_schema_valid")]
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+PDF_DPI = 144.0  # the receipt's PDF pages render at 144 dpi to exactly the taught image
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray for the module (starting one costs seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def factory(taught):
+    """A picklable factory: each model actor builds the taught engine from it."""
+    return functools.partial(OCREngine, str(taught.path), **taught.engine_args)
+
+
+def _receipt_pdf(path: Path, pages: int = 2) -> Path:
+    """A PDF whose pages show the sample receipt (the taught model reads its words), one rotated."""
+    pdf = pymupdf.open()
+    for i in range(pages):
+        page = pdf.new_page(width=220, height=260)  # 440 x 520 px at 144 dpi
+        page.insert_image(page.rect, filename=str(SAMPLES / "receipt.png"))
+    pdf.save(path)
+    return path
+
+
+def _scans(root: Path) -> Path:
+    """A folder: a 2-page PDF of the receipt, a 2-page TIFF in a sub-folder, the receipt and dense page as PNGs."""
+    root.mkdir(parents=True)
+    _receipt_pdf(root / "book.pdf")
+    (root / "sub").mkdir()
+    receipt = Image.open(SAMPLES / "receipt.png").convert("RGB")
+    receipt.save(root / "sub" / "fax.tiff", save_all=True, append_images=[Image.new("L", (160, 120), 255)], dpi=(200, 200))
+    shutil.copy(SAMPLES / "receipt.png", root / "receipt.png")
+    shutil.copy(SAMPLES / "dense-page.png", root / "dense.png")
+    return root
+
+
+def _options(out, **kw) -> BatchOptions:
+    base = dict(out_dir=out, formats=("json", "txt", "hocr"), dpi=PDF_DPI, batch_size=2, progress="none")
+    return BatchOptions(**{**base, **kw})
+
+
+def _json(out: Path) -> dict[str, dict]:
+    return {p.relative_to(out).as_posix(): json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted(out.rglob("*.json")) if MANIFEST_DIR not in p.as_posix()}
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / MANIFEST_DIR).glob("*.json"))]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, taught, factory):
+    """The scans read once by the local runner and once on Ray (shared by the equality and resume tests)."""
+    root = tmp_path_factory.mktemp("ray-first")
+    scans = _scans(root / "scans")
+    local = run([scans], OCREngine(str(taught.path), **taught.engine_args), _options(root / "local", model=str(taught.path)))
+    summary = run_ray([scans], factory, _options(root / "ray", model=str(taught.path)), RayOptions(workers=1))
+    return root, scans, local, summary
+
+
+def test_documents_equal_the_local_runners(first_run, taught):
+    root, scans, local, summary = first_run
+    assert local.exit_code == 0 and summary.exit_code == 0
+    assert sorted((Path(o.source).name, o.status, o.pages) for o in summary.outcomes) == [
+        ("book.pdf", "done", 2), ("dense.png", "done", 1), ("fax.tiff", "done", 2), ("receipt.png", "done", 1)]
+    expected, got = _json(root / "local"), _json(root / "ray")
+    assert sorted(got) == ["book.json", "dense.json", "receipt.json", "sub/fax.json"]
+    for name in expected:  # words, boxes, text, page fields and metadata: the same documents
+        assert got[name] == expected[name], name
+    for name in ("receipt.txt", "book.txt", "sub/fax.hocr"):
+        assert (root / "ray" / name).read_bytes() == (root / "local" / name).read_bytes()
+    receipt = Document.load(root / "ray" / "receipt.json")
+    assert [(w.text, w.bbox) for w in receipt.pages[0].words] == list(taught.page("receipt").words)  # not empty
+    book = Document.load(root / "ray" / "book.json")
+    assert [[w.text for w in p.words] for p in book.pages] == [[t for t, _ in taught.page("receipt").words]] * 2
+    assert all(w.bbox_pt is not None for p in book.pages for w in p.words)  # the PDF geometry came through the rows
+    records = _manifest(root / "ray")
+    assert sorted((Path(r["source"]).name, r["status"]) for r in records) == [
+        ("book.pdf", "done"), ("dense.png", "done"), ("fax.tiff", "done"), ("receipt.png", "done")]
+    assert not list((root / "ray").rglob("*.tmp"))
+
+
+def test_a_rerun_skips_everything_without_the_model(first_run, factory, tmp_path, taught):
+    root, scans, _, _ = first_run
+    out = root / "ray"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    summary = run_ray([scans], factory, _options(out, model=str(taught.path)), RayOptions(workers=1, pid_dir=str(pids)))
+    assert sorted((Path(o.source).name, o.status) for o in summary.outcomes) == [
+        ("book.pdf", "skipped"), ("dense.png", "skipped"), ("fax.tiff", "skipped"), ("receipt.png", "skipped")]
+    assert list(pids.iterdir()) == []  # no model actor was started
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
+    # another model (another fingerprint) redoes them
+    other = run_ray([scans / "receipt.png"], factory, _options(out, model="another-name"), RayOptions(workers=1))
+    assert [o.status for o in other.outcomes] == ["done"]
+
+
+def test_a_corrupt_document_is_recorded_failed_and_retried(tmp_path, factory, taught):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(SAMPLES / "receipt.png", scans / "receipt.png")
+    (scans / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really a PDF")
+    (scans / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    out = tmp_path / "out"
+    first = run_ray([scans], factory, _options(out, model=str(taught.path)), RayOptions(workers=1))
+    assert sorted((Path(o.source).name, o.status) for o in first.outcomes) == [
+        ("broken.pdf", "failed"), ("damaged.png", "failed"), ("receipt.png", "done")]
+    assert first.exit_code == 1
+    failed = {Path(r["source"]).name: r for r in _manifest(out) if r["status"] == "failed"}
+    assert "not a readable PDF" in failed["broken.pdf"]["error"]
+    assert failed["damaged.png"]["page_errors"] == [o.page_errors for o in first.outcomes if o.source.endswith("png") and o.status == "failed"][0]
+    assert failed["damaged.png"]["page_errors"]  # the image's one page could not be decoded: said why
+    assert (out / "receipt.json").is_file() and not (out / "broken.json").exists()
+    # the next run tries the failed ones again (and only them); a repaired file is then done
+    _receipt_pdf(scans / "broken.pdf", pages=1)
+    second = run_ray([scans], factory, _options(out, model=str(taught.path)), RayOptions(workers=1))
+    assert sorted((Path(o.source).name, o.status) for o in second.outcomes) == [
+        ("broken.pdf", "done"), ("damaged.png", "failed"), ("receipt.png", "skipped")]
+    assert [w.text for w in Document.load(out / "broken.json").pages[0].words] == [t for t, _ in taught.page("receipt").words]
+
+
+def test_a_killed_model_actor_loses_and_duplicates_no_document(tmp_path, factory, taught):
+    """SIGKILL the model actor once the first document is exported: Ray starts another actor and gives
+    it the lost batch; every document is exported once, with all its pages."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(8):
+        shutil.copy(SAMPLES / "receipt.png", scans / f"r{i}.png")
+    out, pids = tmp_path / "out", tmp_path / "pids"
+    pids.mkdir()
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set():
+            manifest = out / MANIFEST_DIR
+            done = [r for r in _manifest(out) if r.get("status") == "done"] if manifest.is_dir() else []
+            running = sorted(pids.iterdir())
+            if done and running and not killed:
+                pid = int(running[0].read_text())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        summary = run_ray([scans], factory, _options(out, formats=("json",), batch_size=1, model=str(taught.path)),
+                          RayOptions(workers=1, pid_dir=str(pids)))
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed, "the run ended before the actor could be killed"
+    assert len(list(pids.iterdir())) == 2  # a second actor took over
+    assert sorted((Path(o.source).name, o.status) for o in summary.outcomes) == [(f"r{i}.png", "done") for i in range(8)]
+    assert len(_manifest(out)) == 8
+    words = [t for t, _ in taught.page("receipt").words]
+    for i in range(8):
+        (page,) = Document.load(out / f"r{i}.json").pages
+        assert [w.text for w in page.words] == words
+
+
+# ------------------------------------------------------------------------------------------------
+# Object storage: an S3 server (moto) on a free loopback port. fsspec's memory:// would not do: it
+# lives in one process, and Ray's workers are other processes.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
+    fs.mkdir("scans")
+    fs.mkdir("ocr")
+    yield fs, options
+    server.stop()
+
+
+def test_object_storage_in_and_out_with_resume(s3, tmp_path, factory, taught, first_run):
+    fs, options = s3
+    root, scans, _, _ = first_run
+    for name in ("receipt.png", "book.pdf", "sub/fax.tiff"):
+        fs.put_file(str(scans / name), f"scans/in/{name}")
+    fs.pipe_file("scans/in/notes.txt", b"not a page")
+    summary = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
+                      RayOptions(workers=1, storage_options=options))
+    assert sorted((o.source, o.status) for o in summary.outcomes) == [
+        ("s3://scans/in/book.pdf", "done"), ("s3://scans/in/receipt.png", "done"), ("s3://scans/in/sub/fax.tiff", "done")]
+    assert summary.notes == ["skipped s3://scans/in/notes.txt: unsupported file type .txt"]
+    written = sorted(p for p in fs.find("ocr/out") if "/.varco-ocr/" not in p)
+    assert written == [f"ocr/out/{n}" for n in ("book.json", "book.pdf", "book.txt", "receipt.json", "receipt.pdf",
+                                                  "receipt.txt", "sub/fax.json", "sub/fax.pdf", "sub/fax.txt")]
+    # the same documents as the local runner's of the same files, but for where they came from
+    local = _json(root / "local")
+    for name in ("receipt.json", "book.json", "sub/fax.json"):
+        doc = json.loads(fs.cat_file(f"ocr/out/{name}"))
+        assert doc["pages"] == local[name]["pages"], name
+        assert doc["source"].startswith("s3://scans/in/") and doc["metadata"]["source_path"] == doc["source"]
+    with pymupdf.open(stream=fs.cat_file("ocr/out/book.pdf"), filetype="pdf") as searchable:  # made from a local copy of the source
+        assert len(searchable) == 2 and "마포점" in searchable[0].get_text()
+    assert sorted(fs.find("scans")) == ["scans/in/book.pdf", "scans/in/notes.txt", "scans/in/receipt.png", "scans/in/sub/fax.tiff"]
+    # resume: everything is skipped; a changed object is redone
+    again = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
+                    RayOptions(workers=1, storage_options=options))
+    assert sorted(o.status for o in again.outcomes) == ["skipped"] * 3
+    fs.put_file(str(SAMPLES / "dense-page.png"), "scans/in/receipt.png")
+    third = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
+                    RayOptions(workers=1, storage_options=options))
+    assert sorted((o.source, o.status) for o in third.outcomes) == [
+        ("s3://scans/in/book.pdf", "skipped"), ("s3://scans/in/receipt.png", "done"), ("s3://scans/in/sub/fax.tiff", "skipped")]
+    assert json.loads(fs.cat_file("ocr/out/receipt.json"))["pages"] == local["dense.json"]["pages"]
