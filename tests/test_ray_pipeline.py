@@ -251,3 +251,26 @@ def test_object_storage_in_and_out_with_resume(s3, tmp_path, factory, taught, fi
     assert sorted((o.source, o.status) for o in third.outcomes) == [
         ("s3://scans/in/book.pdf", "skipped"), ("s3://scans/in/receipt.png", "done"), ("s3://scans/in/sub/fax.tiff", "skipped")]
     assert json.loads(fs.cat_file("ocr/out/receipt.json"))["pages"] == local["dense.json"]["pages"]
+
+
+def test_with_servers_the_model_actors_hold_the_server_backend(tmp_path, fake_servers):
+    """--server on Ray: the actors call the OpenAI-compatible servers through ServerBackend; the documents
+    equal the local runner's with the same servers, and each page is asked for once per run."""
+    from varco_ocr.server import ServerBackend
+    from varco_ocr.testing.fake_server import SERVED_MODEL
+
+    server = fake_servers()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    _receipt_pdf(scans / "book.pdf", pages=3)
+    shutil.copy(SAMPLES / "receipt.png", scans / "receipt.png")
+    options = dict(model=SERVED_MODEL, batch_size=4, dpi=40)
+    local = run([scans], ServerBackend([server.url], model=SERVED_MODEL), _options(tmp_path / "local", **options))
+    assert local.exit_code == 0 and len(server.requests) == 4
+    factory = functools.partial(ServerBackend, [server.url], model=SERVED_MODEL, concurrency=4)
+    summary = run_ray([scans], factory, _options(tmp_path / "ray", **options), RayOptions(workers=2))
+    assert sorted((Path(o.source).name, o.status, o.pages) for o in summary.outcomes) == [("book.pdf", "done", 3), ("receipt.png", "done", 1)]
+    assert len(server.requests) == 8
+    assert _json(tmp_path / "ray") == _json(tmp_path / "local")
+    (word,) = Document.load(tmp_path / "ray" / "receipt.json").pages[0].words
+    assert word.text.startswith("W")  # the fake server's answer: the width of the image it was sent

@@ -77,6 +77,9 @@ class RayOptions:
     workers: int = 1  # model actors (each one GPU when the cluster has GPUs)
     num_cpus: int | None = None  # a local Ray's CPUs (default: this machine's)
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0 (CPU actors)
+    # None: 1 each, but never so many that the actors hold every CPU (rendering and exports would wait
+    # for ever): with W actors on C CPUs and W >= C, each gets (C - 1) / W
+    cpus_per_worker: float | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options (e.g. an S3 endpoint)
     exports_in_flight: int = 0  # export tasks submitted at once (0: twice the cluster's CPUs)
     # Each model actor writes its PID to a file in this folder once its backend is built (for operators
@@ -332,6 +335,10 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     cpus = ray.cluster_resources().get("CPU", 1)
+    workers = max(1, ray_options.workers)
+    actor_cpus = ray_options.cpus_per_worker
+    if actor_cpus is None:
+        actor_cpus = 1.0 if workers < cpus else max(0.1, (cpus - 1) / workers)
     cap = ray_options.exports_in_flight or max(2, int(2 * cpus))
 
     items = [{"doc": i, "url": s.url} for i, s in work]
@@ -347,9 +354,9 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
         _ModelStage,
         fn_constructor_kwargs={"factory": backend_factory, "pid_dir": ray_options.pid_dir},
         batch_size=max(1, options.batch_size),
-        compute=ray.data.ActorPoolStrategy(size=max(1, ray_options.workers)),
+        compute=ray.data.ActorPoolStrategy(size=workers),
         num_gpus=gpus,
-        num_cpus=1 if not gpus else None,
+        num_cpus=actor_cpus,
     )
     export = ray.remote(_export).options(max_retries=3, num_cpus=1)
     guard_ref = ray.put(guard)  # the inputs, once in the object store, not once per document
