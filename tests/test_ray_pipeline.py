@@ -158,8 +158,8 @@ def test_a_killed_model_actor_loses_and_duplicates_no_document(tmp_path, factory
     it the lost batch; every document is exported once, with all its pages."""
     scans = tmp_path / "scans"
     scans.mkdir()
-    for i in range(8):
-        shutil.copy(SAMPLES / "receipt.png", scans / f"r{i}.png")
+    for i in range(12):  # enough that the first export comes while most pages are still to read
+        shutil.copy(SAMPLES / "receipt.png", scans / f"r{i:02d}.png")
     out, pids = tmp_path / "out", tmp_path / "pids"
     pids.mkdir()
     killed: list[int] = []
@@ -187,11 +187,11 @@ def test_a_killed_model_actor_loses_and_duplicates_no_document(tmp_path, factory
         watcher.join()
     assert killed, "the run ended before the actor could be killed"
     assert len(list(pids.iterdir())) == 2  # a second actor took over
-    assert sorted((Path(o.source).name, o.status) for o in summary.outcomes) == [(f"r{i}.png", "done") for i in range(8)]
-    assert len(_manifest(out)) == 8
+    assert sorted((Path(o.source).name, o.status) for o in summary.outcomes) == [(f"r{i:02d}.png", "done") for i in range(12)]
+    assert len(_manifest(out)) == 12
     words = [t for t, _ in taught.page("receipt").words]
-    for i in range(8):
-        (page,) = Document.load(out / f"r{i}.json").pages
+    for i in range(12):
+        (page,) = Document.load(out / f"r{i:02d}.json").pages
         assert [w.text for w in page.words] == words
 
 
@@ -274,3 +274,32 @@ def test_with_servers_the_model_actors_hold_the_server_backend(tmp_path, fake_se
     assert _json(tmp_path / "ray") == _json(tmp_path / "local")
     (word,) = Document.load(tmp_path / "ray" / "receipt.json").pages[0].words
     assert word.text.startswith("W")  # the fake server's answer: the width of the image it was sent
+
+
+def test_listing_an_object_store_follows_the_local_rules(s3):
+    """No Ray needed: a prefix is listed recursively in path order with the supported suffixes, hidden
+    objects and the output prefix inside it left out, --glob applied, names that collide kept apart;
+    a source's identity is its URL, size and ETag; a planned output that is an input is refused."""
+    from varco_ocr.batch import LogIndex, _foreign_file
+    from varco_ocr.storage import Destination, list_sources
+
+    fs, options = s3
+    for name in ("a/x.png", "b/x.png", "b/x.pdf", "c.tiff", ".hidden/y.png", "notes.txt", "out/old.png"):
+        fs.pipe_file(f"scans/list/{name}", (SAMPLES / "receipt.png").read_bytes())
+    out = Destination("s3://scans/list/out", options)
+    listing = list_sources(["s3://scans/list/", "s3://scans/nothing-here"], None, out, (), options)
+    assert [(s.url, s.output_stem.as_posix()) for s in listing.files] == [
+        ("s3://scans/list/a/x.png", "a/x"), ("s3://scans/list/b/x.pdf", "b/x_pdf"), ("s3://scans/list/b/x.png", "b/x_png"),
+        ("s3://scans/list/c.tiff", "c")]
+    assert listing.skipped == [("s3://scans/list/notes.txt", "unsupported file type .txt")]
+    assert listing.missing == ["s3://scans/nothing-here"]
+    info = fs.info("scans/list/c.tiff")
+    assert listing.files[-1].identity == {"size": info["size"], "version": info["ETag"]}
+    assert [s.url for s in list_sources(["s3://scans/list/"], "*.pdf", out, (), options).files] == ["s3://scans/list/b/x.pdf"]
+    assert [s.url for s in list_sources(["s3://scans/list/a/*.png"], None, out, (), options).files] == ["s3://scans/list/a/x.png"]
+    inputs = frozenset(Path("scans/list/c.tiff").parents[0] / p for p in ("c.tiff",))
+    refused = _foreign_file([Path("scans/list/c.tiff")], "k", LogIndex(), inputs, True, exists=out.exists)
+    assert refused == "scans/list/c.tiff is an input of this run; it is never overwritten"
+    assert _foreign_file([Path("scans/list/notes.txt")], "k", LogIndex(), inputs, False, exists=out.exists).startswith(
+        "scans/list/notes.txt exists and was not written by varco-ocr")
+    assert _foreign_file([Path("scans/list/new.json")], "k", LogIndex(), inputs, False, exists=out.exists) is None
