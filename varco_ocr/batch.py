@@ -783,8 +783,9 @@ class _DocState:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     missing_pages: str | None = None  # see _DocOpened
-    # The source's name when it is not ``file.path`` (an object store URL in the Ray run, where
-    # ``file.path`` is a local copy, or a placeholder when no export reads the source again).
+    # The source's name when it is not ``file.path``. In the Ray run: an object store URL (``file.path``
+    # is then a local copy, or a placeholder when no export reads the source again), or a local path
+    # as given (``file.path`` is then the absolute path: Ray's workers need not share our folder).
     source: str | None = None
 
     def complete(self) -> bool:
@@ -1168,6 +1169,10 @@ def _interrupts_deferred() -> Iterator[None]:
                 raise KeyboardInterrupt
 
 
+def _is_url(name: str | None) -> bool:
+    return name is not None and "://" in name and not name.startswith("file://")
+
+
 class RecordSink(Protocol):
     def append(self, record: dict[str, Any]) -> None: ...
 
@@ -1188,7 +1193,7 @@ def finish_document(
         return outcome, {"source": source, "source_path": key, "status": "failed", "error": st.error, "fingerprint": st.fingerprint}
     pages = tuple(st.pages[i] for i in sorted(st.pages))
     document = Document(source=source, pages=pages, model=options.model,
-                        metadata=document_metadata(st.file.path, options, source_path=st.source))
+                        metadata=document_metadata(st.file.path, options, source_path=st.source if _is_url(st.source) else None))
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
     outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,

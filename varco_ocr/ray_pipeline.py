@@ -106,7 +106,7 @@ class _Render:
     def __call__(self, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         doc_no, url = int(item["doc"]), str(item["url"])
         try:
-            with local_copy(url, self.storage_options) as local:
+            with local_copy(str(item["open"]), self.storage_options) as local:
                 for event in batch.document_events(doc_no, local, self.options):
                     yield self._event_row(event, str(local), url)
         except Exception as e:  # noqa: BLE001 - the copy failed (object gone, no permission): this document fails
@@ -174,8 +174,8 @@ def _export(st: _DocState, options: BatchOptions, dest: Destination, index: LogI
     are written into a local staging folder, checked against the store and uploaded one whole object
     each (storage module doc). Runs as a Ray task, retried if its worker dies: every write is whole."""
     manifest = Manifest(dest)
-    needs_source = st.source is not None and any(f in NEEDS_SOURCE for f in options.formats) and st.error is None
-    with local_copy(st.source if needs_source else str(st.file.path), storage_options) as source_file:
+    needs_source = is_url(st.source or "") and any(f in NEEDS_SOURCE for f in options.formats) and st.error is None
+    with local_copy(st.source if needs_source and st.source else str(st.file.path), storage_options) as source_file:
         st = replace(st, file=replace(st.file, path=source_file))
         if dest.local:
             outcome, record = batch.finish_document(st, options, dest.local_dir, manifest, BatchSummary(), index, guard, seconds)
@@ -341,7 +341,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
         actor_cpus = 1.0 if workers < cpus else max(0.1, (cpus - 1) / workers)
     cap = ray_options.exports_in_flight or max(2, int(2 * cpus))
 
-    items = [{"doc": i, "url": s.url} for i, s in work]
+    items = [{"doc": i, "url": s.url, "open": str(Path(s.url).resolve()) if s.local else s.url} for i, s in work]
     render_options = replace(options, settings={}, out_dir=None)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
     # Retries: Ray Data gives its map tasks max_retries=-1 and its actor pools max_restarts=-1 and
@@ -370,8 +370,10 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
         if doc not in states:
             first_seen[doc] = time.monotonic()
             src = todo[doc]
-            states[doc] = _DocState(plans[doc].file, fingerprints[doc], first_seen[doc], plans[doc],
-                                    source=None if src.local else src.url)
+            # a local file by its absolute path (Ray's workers need not share our working folder),
+            # named as it was given
+            file = replace(plans[doc].file, path=Path(src.url).resolve()) if src.local else plans[doc].file
+            states[doc] = _DocState(file, fingerprints[doc], first_seen[doc], plans[doc], source=src.url)
             warnings[doc] = {}
         return states[doc]
 
