@@ -275,6 +275,40 @@ def _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixel
         raise fail(str(e))
 
 
+def _run_on_ray(inputs: List[str], options, factory, ray: str, workers: int) -> int:
+    """`ocr --ray`: the batch on Ray Data (varco_ocr.ray_pipeline), inputs and -o as paths or URLs.
+    ``factory`` builds the backend in each model actor (picklable)."""
+    from varco_ocr import batch, ray_pipeline
+
+    if ray not in ("local", "auto") and not ray.startswith("ray://"):
+        raise fail(f"--ray takes local, auto or a ray:// address, not {ray!r}")
+    if options.out_dir is None:
+        raise fail("--ray writes its results to an output folder or URL: give -o")
+    if workers < 1:
+        raise fail("--workers must be positive")
+    try:
+        ray_pipeline.require_ray()
+    except ray_pipeline.RayUnavailable as e:
+        raise fail(str(e))
+    ray_options = ray_pipeline.RayOptions(address=None if ray == "local" else ray, workers=workers)
+    try:
+        summary = ray_pipeline.run_ray(inputs, factory, options, ray_options)
+    except (batch.OutputFolderError, batch.BackendUnavailable) as e:
+        raise fail(cli_message(e), EXIT_USAGE)
+    except ImportError as e:  # an object store whose fsspec back end is not installed
+        raise fail(f"{e} (e.g. pip install \"varco-ocr[s3]\")")
+    except (OSError, ValueError) as e:  # the store refused (credentials, no such bucket) before any work
+        raise fail(f"{type(e).__name__}: {e}")
+    return summary.exit_code
+
+
+def _urls(inputs, output) -> List[str]:
+    """The inputs and output given as URLs (s3://...), which only the Ray pipeline reads and writes."""
+    from varco_ocr.storage import is_url
+
+    return [str(p) for p in [*inputs, output] if p is not None and is_url(p)]
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether option ``name`` was set by the user (command line or environment), not defaulted.
     Compared by name: typer may carry its own copy of click's ParameterSource enum."""

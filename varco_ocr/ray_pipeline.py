@@ -29,6 +29,7 @@ import pickle
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -55,6 +56,7 @@ INSTALL_HINT = 'pip install "varco-ocr[ray]"'
 # Blocks of about one page (a 300-dpi A4 page is 26 MB of RGB): Ray Data splits a render task's
 # output at this size, so pages move, and are held back by backpressure, one at a time.
 TARGET_BLOCK_BYTES = 8 << 20
+RENDER_RETRIES = 3  # a render task whose worker process died is run again this many times
 
 
 class RayUnavailable(VarcoOCRError):
@@ -344,12 +346,17 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
     items = [{"doc": i, "url": s.url, "open": str(Path(s.url).resolve()) if s.local else s.url} for i, s in work]
     render_options = replace(options, settings={}, out_dir=None)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
-    # Retries: Ray Data gives its map tasks max_retries=-1 and its actor pools max_restarts=-1 and
-    # max_task_retries=-1 unless told otherwise (ray/data/_internal/remote_fn.py and
-    # actor_pool_map_operator.py, Ray 2.60; passing them again is deprecated there): a render task
-    # whose worker dies is run again, a dead model actor is replaced and its batch given to the new
-    # one. Only system failures are retried; a Python error in a stage is caught here per page/document.
-    ds = ds.flat_map(_Render(render_options, ray_options.storage_options), num_cpus=1)
+    # Retries: Ray Data gives its actor pools max_restarts=-1 and max_task_retries=-1 unless told
+    # otherwise (actor_pool_map_operator.py, Ray 2.60): a dead model actor is replaced and its batch
+    # given to the new one. Its map tasks get max_retries=-1 (remote_fn.py): a document that crashes
+    # its renderer every time (a decoder bug) would be retried for ever, so render tasks get
+    # RENDER_RETRIES; then the dataset stops and the unfinished documents fail, as when the local
+    # runner's renderer dies. Only system failures are retried; a Python error in a stage is caught
+    # here, per page or document. (Ray 2.60 warns that extra remote args are deprecated: max_retries
+    # has no named parameter yet, so the warning is silenced for this call.)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.flat_map(_Render(render_options, ray_options.storage_options), num_cpus=1, max_retries=RENDER_RETRIES)
     ds = ds.map_batches(
         _ModelStage,
         fn_constructor_kwargs={"factory": backend_factory, "pid_dir": ray_options.pid_dir},
@@ -362,7 +369,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
     guard_ref = ray.put(guard)  # the inputs, once in the object store, not once per document
     first_seen: dict[int, float] = {}
     states: dict[int, _DocState] = {}
-    warnings: dict[int, dict[int, str]] = {}
+    page_warnings: dict[int, dict[int, str]] = {}
     submitted: dict[Any, int] = {}
     finished: set[int] = set()
 
@@ -374,7 +381,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
             # named as it was given
             file = replace(plans[doc].file, path=Path(src.url).resolve()) if src.local else plans[doc].file
             states[doc] = _DocState(file, fingerprints[doc], first_seen[doc], plans[doc], source=src.url)
-            warnings[doc] = {}
+            page_warnings[doc] = {}
         return states[doc]
 
     def collect(block: bool, everything: bool = False) -> None:
@@ -402,7 +409,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
 
     def finish(doc: int) -> None:
         st = states.pop(doc)
-        by_page = warnings.pop(doc, {})  # in page order, as the local runner meets them
+        by_page = page_warnings.pop(doc, {})  # in page order, as the local runner meets them
         st.warnings = st.warnings + [by_page[i] for i in sorted(by_page)]
         finished.add(doc)
         ref = export.remote(st, options, dest, _writers_of(index, plans[doc]), guard_ref,
@@ -434,12 +441,12 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
                     progress.pages(1)
                 st.pages[page.index] = page
                 if warning:
-                    warnings[doc][page.index] = warning
+                    page_warnings[doc][page.index] = warning
             elif kind == "page":  # no pixels: the PDF's own text, or a page that failed
                 if meta.index not in st.pages:
                     progress.pages(1)
                 if meta.warning:
-                    warnings[doc][meta.index] = meta.warning
+                    page_warnings[doc][meta.index] = meta.warning
                 if meta.text_page is not None:
                     st.pages[meta.index] = meta.text_page
                 else:
