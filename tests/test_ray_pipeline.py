@@ -224,10 +224,14 @@ def test_object_storage_in_and_out_with_resume(s3, tmp_path, factory, taught, fi
     for name in ("receipt.png", "book.pdf", "sub/fax.tiff"):
         fs.put_file(str(scans / name), f"scans/in/{name}")
     fs.pipe_file("scans/in/notes.txt", b"not a page")
+    fs.pipe_file("scans/in/broken.pdf", b"%PDF-1.4\nnot really a PDF")
     summary = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
                       RayOptions(workers=1, storage_options=options))
     assert sorted((o.source, o.status) for o in summary.outcomes) == [
-        ("s3://scans/in/book.pdf", "done"), ("s3://scans/in/receipt.png", "done"), ("s3://scans/in/sub/fax.tiff", "done")]
+        ("s3://scans/in/book.pdf", "done"), ("s3://scans/in/broken.pdf", "failed"), ("s3://scans/in/receipt.png", "done"),
+        ("s3://scans/in/sub/fax.tiff", "done")]
+    (broken,) = [o for o in summary.outcomes if o.status == "failed"]  # named by its URL, not the local copy read
+    assert broken.error.startswith("s3://scans/in/broken.pdf: not a readable PDF") and "/tmp" not in broken.error
     assert summary.notes == ["skipped s3://scans/in/notes.txt: unsupported file type .txt"]
     written = sorted(p for p in fs.find("ocr/out") if "/.varco-ocr/" not in p)
     assert written == [f"ocr/out/{n}" for n in ("book.json", "book.pdf", "book.txt", "receipt.json", "receipt.pdf",
@@ -240,11 +244,15 @@ def test_object_storage_in_and_out_with_resume(s3, tmp_path, factory, taught, fi
         assert doc["source"].startswith("s3://scans/in/") and doc["metadata"]["source_path"] == doc["source"]
     with pymupdf.open(stream=fs.cat_file("ocr/out/book.pdf"), filetype="pdf") as searchable:  # made from a local copy of the source
         assert len(searchable) == 2 and "마포점" in searchable[0].get_text()
-    assert sorted(fs.find("scans")) == ["scans/in/book.pdf", "scans/in/notes.txt", "scans/in/receipt.png", "scans/in/sub/fax.tiff"]
-    # resume: everything is skipped; a changed object is redone
+    assert sorted(fs.find("scans/in")) == ["scans/in/book.pdf", "scans/in/broken.pdf", "scans/in/notes.txt", "scans/in/receipt.png",
+                                           "scans/in/sub/fax.tiff"]
+    # resume: the done ones are skipped, the failed one is tried again; a changed object is redone
     again = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
                     RayOptions(workers=1, storage_options=options))
-    assert sorted(o.status for o in again.outcomes) == ["skipped"] * 3
+    assert sorted((o.source, o.status) for o in again.outcomes) == [
+        ("s3://scans/in/book.pdf", "skipped"), ("s3://scans/in/broken.pdf", "failed"), ("s3://scans/in/receipt.png", "skipped"),
+        ("s3://scans/in/sub/fax.tiff", "skipped")]
+    fs.rm_file("scans/in/broken.pdf")
     fs.put_file(str(SAMPLES / "dense-page.png"), "scans/in/receipt.png")
     third = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
                     RayOptions(workers=1, storage_options=options))
