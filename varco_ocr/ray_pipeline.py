@@ -225,7 +225,8 @@ def _start_ray(ray_options: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     if ray_options.address is None:
-        ray.init(num_cpus=ray_options.num_cpus or os.cpu_count() or 1, include_dashboard=False)
+        # "local": a new Ray in this process even when a cluster runs here (address None would join it)
+        ray.init(address="local", num_cpus=ray_options.num_cpus or os.cpu_count() or 1, include_dashboard=False)
     else:
         ray.init(address=ray_options.address)
     return True
