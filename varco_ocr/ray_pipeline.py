@@ -56,7 +56,7 @@ INSTALL_HINT = 'pip install "varco-ocr[ray]"'
 # Blocks of about one page (a 300-dpi A4 page is 26 MB of RGB): Ray Data splits a render task's
 # output at this size, so pages move, and are held back by backpressure, one at a time.
 TARGET_BLOCK_BYTES = 8 << 20
-RENDER_RETRIES = 3  # a render task whose worker process died is run again this many times
+RETRIES = 3  # a render task or model batch whose process died is run again this many times
 
 
 class RayUnavailable(VarcoOCRError):
@@ -347,26 +347,29 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
     items = [{"doc": i, "url": s.url, "open": str(Path(s.url).resolve()) if s.local else s.url} for i, s in work]
     render_options = replace(options, settings={}, out_dir=None)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
-    # Retries: Ray Data gives its actor pools max_restarts=-1 and max_task_retries=-1 unless told
-    # otherwise (actor_pool_map_operator.py, Ray 2.60): a dead model actor is replaced and its batch
-    # given to the new one. Its map tasks get max_retries=-1 (remote_fn.py): a document that crashes
-    # its renderer every time (a decoder bug) would be retried for ever, so render tasks get
-    # RENDER_RETRIES; then the dataset stops and the unfinished documents fail, as when the local
-    # runner's renderer dies. Only system failures are retried; a Python error in a stage is caught
-    # here, per page or document. (Ray 2.60 warns that extra remote args are deprecated: max_retries
-    # has no named parameter yet, so the warning is silenced for this call.)
+    # Retries, for system failures only (a Python error in a stage is caught here, per page or
+    # document). Ray Data's defaults (Ray 2.60) retry for ever: max_retries=-1 for its map tasks
+    # (remote_fn.py), max_restarts=-1 and max_task_retries=-1 for its actor pools
+    # (actor_pool_map_operator.py). A dead model actor is replaced for ever (max_restarts stays -1),
+    # but a page or document that kills its process every time (a decoder or kernel bug) would be
+    # retried for ever and hang the run: its task is tried RETRIES more times, then the dataset stops
+    # and the unfinished documents fail (recorded, retried by the next run), as when the local
+    # runner's renderer dies. Ray 2.60 warns that extra remote args are deprecated; these have no named
+    # parameter yet, so the warning is silenced for these calls.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = ds.flat_map(_Render(render_options, ray_options.storage_options), num_cpus=1, max_retries=RENDER_RETRIES)
-    ds = ds.map_batches(
-        _ModelStage,
-        fn_constructor_kwargs={"factory": backend_factory, "pid_dir": ray_options.pid_dir},
-        batch_size=max(1, options.batch_size),
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_gpus=gpus,
-        num_cpus=actor_cpus,
-    )
-    export = ray.remote(_export).options(max_retries=3, num_cpus=1)
+        ds = ds.flat_map(_Render(render_options, ray_options.storage_options), num_cpus=1, max_retries=RETRIES)
+        ds = ds.map_batches(
+            _ModelStage,
+            fn_constructor_kwargs={"factory": backend_factory, "pid_dir": ray_options.pid_dir},
+            batch_size=max(1, options.batch_size),
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_gpus=gpus,
+            num_cpus=actor_cpus,
+            max_restarts=-1,
+            max_task_retries=RETRIES,
+        )
+    export = ray.remote(_export).options(max_retries=RETRIES, num_cpus=1)
     guard_ref = ray.put(guard)  # the inputs, once in the object store, not once per document
     first_seen: dict[int, float] = {}
     states: dict[int, _DocState] = {}
