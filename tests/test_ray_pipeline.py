@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -311,3 +313,51 @@ def test_listing_an_object_store_follows_the_local_rules(s3):
     assert _foreign_file([Path("scans/list/notes.txt")], "k", LogIndex(), inputs, False, exists=out.exists).startswith(
         "scans/list/notes.txt exists and was not written by varco-ocr")
     assert _foreign_file([Path("scans/list/new.json")], "k", LogIndex(), inputs, False, exists=out.exists) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line
+# ------------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path, pythonpath: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "varco_ocr", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_cli_runs_a_folder_on_a_local_ray(tmp_path, taught):
+    """`varco-ocr scans -o out --ray local --workers 1`: a Ray of its own in the command (beside the
+    one this module runs), outputs and manifest records written."""
+    scans = tmp_path / "scans"
+    (scans / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLES / "receipt.png", scans / "receipt.png")
+    _receipt_pdf(scans / "sub" / "book.pdf", pages=1)
+    args = ["scans", "-o", "out", "--format", "json,txt", "--dpi", str(PDF_DPI), "--ray", "local", "--workers", "1", *taught.cli_args]
+    done = _cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    receipt = Document.load(tmp_path / "out" / "receipt.json")
+    assert receipt.source == "scans/receipt.png"  # named as given, as the local runner names it
+    assert [(w.text, w.bbox) for w in receipt.pages[0].words] == list(taught.page("receipt").words)
+    assert (tmp_path / "out" / "sub" / "book.txt").read_text(encoding="utf-8") == (tmp_path / "out" / "receipt.txt").read_text(encoding="utf-8")
+    assert len([r for r in _manifest(tmp_path / "out") if r["status"] == "done"]) == 2
+
+
+def test_cli_one_line_errors(tmp_path):
+    (tmp_path / "scans").mkdir()
+    shutil.copy(SAMPLES / "receipt.png", tmp_path / "scans" / "receipt.png")
+    no_ray = tmp_path / "no-ray" / "ray"
+    no_ray.mkdir(parents=True)
+    (no_ray / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\", name='ray')\n")
+    cases = [
+        (("s3://bucket/scans/", "-o", "out"), (), "s3://bucket/scans/: a URL as input or output needs --ray (e.g. --ray local)"),
+        (("scans", "-o", "gs://bucket/out"), (), "gs://bucket/out: a URL as input or output needs --ray (e.g. --ray local)"),
+        (("scans", "--ray", "local"), (), "--ray writes its results to an output folder or URL: give -o"),
+        (("scans", "-o", "out", "--ray", "somewhere"), (), "--ray takes local, auto or a ray:// address, not 'somewhere'"),
+        (("scans", "-o", "out", "--ray", "local"), (str(no_ray.parent),),
+         '--ray needs Ray Data and fsspec (ray is not installed): pip install "varco-ocr[ray]"'),
+    ]
+    for args, pythonpath, message in cases:
+        done = _cli(*args, cwd=tmp_path, pythonpath=pythonpath)
+        assert (done.returncode, done.stderr) == (2, f"varco-ocr: {message}\n"), args
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -90,9 +91,12 @@ TRUNCATED_NOTE = ("the answer was cut short (token limit or loop guard), words m
              "Example: varco-ocr ocr receipt.png --json")
 def ocr_command(
     ctx: typer.Context,
-    inputs: List[Path] = typer.Argument(..., help="Images, PDFs, TIFFs or folders.", show_default=False),
+    # strings, not Paths: a Path folds an URL's "//" (s3://b/x -> s3:/b/x)
+    inputs: List[str] = typer.Argument(..., help="Images, PDFs, TIFFs or folders (with --ray also URLs: s3://, gs://, az://).",
+                                       show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Write the document model as JSON instead of text."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for one output file per input."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for one output file per input (with --ray "
+                                         "also a URL)."),
     keep_raw: bool = typer.Option(False, "--keep-raw", help="Keep the model's raw answer in the JSON."),
     batch_size: int = typer.Option(1, "--batch-size", help="Pages per batched generate call."),
     formats: Optional[str] = typer.Option(
@@ -121,6 +125,9 @@ def ocr_command(
     min_long_side: int = MinLongSideOpt,
     max_grid: int = MaxGridOpt,
     max_pixels: int = MaxPixelsOpt,
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray Data: local (a Ray in this command, this "
+                                      "machine's CPUs) or auto (the running cluster); needs varco-ocr[ray]."),
+    workers: int = typer.Option(1, "--workers", help="With --ray: model actors (one GPU each when there are GPUs)."),
 ) -> None:
     from varco_ocr.document import Document
     from varco_ocr.preprocessing import load_image
@@ -128,13 +135,19 @@ def ocr_command(
     if skip_text and redo_ocr:
         raise fail("--skip-text and --redo-ocr exclude each other", EXIT_USAGE)
     text_mode = "skip-text" if skip_text else "redo-ocr" if redo_ocr else "force"
-    if server or output is not None or formats or pages or any(_needs_batch(p) for p in inputs):
+    urls = _urls(inputs, output)
+    if urls and ray is None:
+        raise fail(f"{urls[0]}: a URL as input or output needs --ray (e.g. --ray local)")
+    on_ray = (list(inputs), output) if ray is not None else None  # as given: URLs stay URLs
+    inputs, output = [Path(p) for p in inputs], Path(output) if output is not None else None  # type: ignore[assignment]
+    if on_ray or server or output is not None or formats or pages or any(_needs_batch(p) for p in inputs):
         # Documents (PDF, TIFF, folders), output folders and servers go through the resumable batch runner.
         engine_args = (model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
         # The server's model: the --model given, even when it is the default name; else discovered.
         server_args = (server, concurrency, timeout, _given(ctx, "model")) if server else None
         raise typer.Exit(_run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password,
-                                    overwrite, max_pixels, engine_args, server_args, split_truncated, text_mode))
+                                    overwrite, max_pixels, engine_args, server_args, split_truncated, text_mode,
+                                    ray=ray, workers=workers, on_ray=on_ray))
     images, sources, failed = [], [], 0
     for path in inputs:
         try:
@@ -195,7 +208,8 @@ def _needs_batch(path: Path) -> bool:
 
 
 def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password, overwrite, max_pixels,
-               engine_args, server_args=None, split_truncated=False, text_mode="force") -> int:
+               engine_args, server_args=None, split_truncated=False, text_mode="force", ray=None, workers=1,
+               on_ray=None) -> int:
     """The `ocr` command for documents and output folders: varco_ocr.batch (resume, progress, log)."""
     from varco_ocr import batch
     from varco_ocr.exporters import parse_formats
@@ -218,14 +232,10 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
                   "keep_raw": keep_raw, **({"split_truncated": True} if split_truncated else {})},
         progress="auto" if output is not None else "none", text_mode=text_mode,
     )
-    def make_engine():
-        from varco_ocr.engine import OCREngine
-
-        _, device, dtype, _, _, _, _, _ = engine_args
-        return OCREngine(model=model, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                         min_long_side=min_long_side, max_grid=max_grid, max_pixels=max_pixels or None, keep_raw=keep_raw,
-                         split_truncated=split_truncated)
-
+    _, device, dtype, _, _, _, _, _ = engine_args
+    make_engine = _EngineFactory(dict(model=model, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+                                      min_long_side=min_long_side, max_grid=max_grid, max_pixels=max_pixels or None,
+                                      keep_raw=keep_raw, split_truncated=split_truncated))
     backend = batch.LazyBackend(make_engine, model_name=model)
     if server_args is not None:
         backend = _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixels, keep_raw, split_truncated)
@@ -234,6 +244,18 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         # the render-ahead queue holds one such batch (a 300-dpi page is ~26 MB of pixels).
         options.batch_size = max(batch_size, 2 * backend.concurrency)
         options.prefetch = options.batch_size
+    if on_ray is not None:  # the same options and backend, built by each model actor from a picklable factory
+        factory: object = make_engine
+        if server_args is not None:
+            import functools
+
+            from varco_ocr.server import ServerBackend
+
+            backend.close()  # the model it found is named to the actors, which need not look again
+            factory = functools.partial(ServerBackend, server_args[0], model=backend.model_name, concurrency=backend.concurrency,
+                                        timeout=backend.timeout, max_new_tokens=max_new_tokens, min_long_side=min_long_side,
+                                        max_pixels=max_pixels or None, keep_raw=keep_raw, split_truncated=split_truncated)
+        return _run_on_ray(on_ray[0], replace(options, out_dir=on_ray[1]), factory, ray, workers)
     try:
         summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:
@@ -273,6 +295,19 @@ def _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixel
         if not model_given and "discover" in str(e):
             raise fail(f"{e} (e.g. --model {model_spec.DEFAULT_MODEL})")
         raise fail(str(e))
+
+
+class _EngineFactory:
+    """Builds the local engine when called: for the batch runner's LazyBackend, and picklable, so Ray's
+    model actors build theirs from it."""
+
+    def __init__(self, kwargs: dict) -> None:
+        self.kwargs = kwargs
+
+    def __call__(self):
+        from varco_ocr.engine import OCREngine  # torch and transformers: only when the model is needed
+
+        return OCREngine(**self.kwargs)
 
 
 def _run_on_ray(inputs: List[str], options, factory, ray: str, workers: int) -> int:
