@@ -265,7 +265,9 @@ def test_object_storage_in_and_out_with_resume(s3, tmp_path, factory, taught, fi
 
 def test_with_servers_the_model_actors_hold_the_server_backend(tmp_path, fake_servers):
     """--server on Ray: the actors call the OpenAI-compatible servers through ServerBackend; the documents
-    equal the local runner's with the same servers, and each page is asked for once per run."""
+    equal the local runner's with the same servers (born-digital pages taken from the PDF's text with
+    --skip-text pass the model by), and each page is asked for once per run."""
+    from exporters.conftest import write_text_pdf
     from varco_ocr.server import ServerBackend
     from varco_ocr.testing.fake_server import SERVED_MODEL
 
@@ -273,15 +275,20 @@ def test_with_servers_the_model_actors_hold_the_server_backend(tmp_path, fake_se
     scans = tmp_path / "scans"
     scans.mkdir()
     _receipt_pdf(scans / "book.pdf", pages=3)
+    # one born-digital page (12 lines of text cover it) and one that is not
+    write_text_pdf(scans / "born.pdf", texts=[[f"{i + 1}. 서강대학교 백범로 35 Seoul report line {i + 1}" for i in range(12)], ["x"]],
+                   rotations=(0, 0))
     shutil.copy(SAMPLES / "receipt.png", scans / "receipt.png")
-    options = dict(model=SERVED_MODEL, batch_size=4, dpi=40)
+    options = dict(model=SERVED_MODEL, batch_size=4, dpi=40, text_mode="skip-text")
     local = run([scans], ServerBackend([server.url], model=SERVED_MODEL), _options(tmp_path / "local", **options))
-    assert local.exit_code == 0 and len(server.requests) == 4
+    assert local.exit_code == 0 and len(server.requests) == 5  # the born-digital page was not sent
     factory = functools.partial(ServerBackend, [server.url], model=SERVED_MODEL, concurrency=4)
     summary = run_ray([scans], factory, _options(tmp_path / "ray", **options), RayOptions(workers=2))
-    assert sorted((Path(o.source).name, o.status, o.pages) for o in summary.outcomes) == [("book.pdf", "done", 3), ("receipt.png", "done", 1)]
-    assert len(server.requests) == 8
+    assert sorted((Path(o.source).name, o.status, o.pages, o.pages_from_pdf) for o in summary.outcomes) == [
+        ("book.pdf", "done", 3, 0), ("born.pdf", "done", 2, 1), ("receipt.png", "done", 1, 0)]
+    assert len(server.requests) == 10
     assert _json(tmp_path / "ray") == _json(tmp_path / "local")
+    assert [p.get("source") for p in _json(tmp_path / "ray")["born.json"]["pages"]] == ["pdf-text", None]
     (word,) = Document.load(tmp_path / "ray" / "receipt.json").pages[0].words
     assert word.text.startswith("W")  # the fake server's answer: the width of the image it was sent
 
