@@ -638,3 +638,24 @@ def test_overlapped_runner_retries_a_failing_last_batch(tmp_path, engine, monkey
     summary = run([src], engine, BatchOptions(out_dir=tmp_path / "out", batch_size=2, progress="none"))
     assert summary.exit_code == 0 and summary.count("done") == 4
     assert [n for kind, n in events if kind == "generate"] == [2, 2, 1, 1]
+
+
+def test_an_image_that_cannot_be_decoded_fails_as_a_document_with_one_line(tmp_path, backend):
+    """Issue 15 item 5: an image is its one page, so failing to decode it is failing to open the document,
+    said as load_image says it (the file named once); no document with an empty error page is returned to
+    print, and nothing is written with an output folder. Before, it came back as a document whose page had
+    the error, and the CLI printed that document and a line naming the file twice."""
+    good = _many_images(tmp_path / "in", 1) / "page00.png"
+    bad = tmp_path / "in" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    printed = run([good, bad], backend, BatchOptions(progress="none"))
+    assert [d.source for d in printed.documents] == [str(good)]
+    (failed,) = [o for o in printed.outcomes if o.status == "failed"]
+    assert failed.source == str(bad) and failed.error.startswith(f"{bad}: ") and str(bad) not in failed.error[len(str(bad)):]
+    assert failed.page_errors == [] and printed.exit_code == 1
+    out = tmp_path / "out"
+    written = run([good, bad], backend, BatchOptions(out_dir=out, progress="none"))
+    assert written.count("failed") == 1 and written.count("done") == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOG_NAME, "page00.json"])
+    (record,) = [r for r in _log(out) if r.get("source") == str(bad)]
+    assert record["status"] == "failed" and record["error"] == failed.error

@@ -251,3 +251,60 @@ def test_progress_on_a_terminal_and_nothing_when_piped(tiny_model_dir, samples):
     # transformers' weight-loading bar follows the same rule (before: two "Loading weights" lines in piped stderr).
     assert "Loading weights" not in piped.stderr
     assert piped.stdout == out  # the progress never reaches the output
+
+
+# -- issue 15 item 5: images on the command line go through the batch runner, as documents do ----------
+
+
+def _pdf_of(image_path: Path, pdf_path: Path) -> Path:
+    """A one-page PDF showing the image at 72 dpi: rendered at --dpi 72 it gives back the same pixels."""
+    import pymupdf
+
+    width, height = Image.open(image_path).size
+    doc = pymupdf.open()
+    page = doc.new_page(width=width, height=height)
+    page.insert_image(page.rect, filename=str(image_path))
+    doc.save(pdf_path)
+    doc.close()
+    return pdf_path
+
+
+@pytest.mark.slow
+def test_an_image_and_a_one_page_pdf_of_it_give_the_same_document(taught, samples, tmp_path):
+    image = samples / "receipt.png"
+    pdf = _pdf_of(image, tmp_path / "receipt.pdf")
+    proc = run(image, pdf, "--json", "--dpi", "72", *taught.cli_args)
+    assert proc.returncode == 0, proc.stderr
+    from_image, from_pdf = (json.loads(line) for line in proc.stdout.splitlines() if line.strip())
+    assert [w["text"] for w in from_image["pages"][0]["words"]] == [t for t, _ in taught.words("receipt")]
+    assert (from_image["source"], from_pdf["source"]) == (str(image), str(pdf))
+    # apart from what says where the page came from (the file, and a PDF's dpi and point geometry)
+    assert from_pdf["metadata"] == {**from_image["metadata"], "source_path": str(pdf.resolve()), "dpi": 72.0}
+    image_page, pdf_page = from_image["pages"][0], from_pdf["pages"][0]
+    assert image_page.pop("dpi") is not None and pdf_page.pop("dpi") == 72.0
+    assert all(w.pop("bbox_pt") == [float(v) for v in w["bbox"]] for w in pdf_page["words"])  # 72 dpi: 1 px = 1 pt
+    assert image_page == pdf_page
+    assert {k: v for k, v in from_image.items() if k not in ("source", "metadata", "pages")} == \
+        {k: v for k, v in from_pdf.items() if k not in ("source", "metadata", "pages")}
+
+
+@pytest.mark.slow
+def test_a_broken_image_among_printed_ones_is_one_line_and_no_document(tiny_model_dir, samples, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really")
+    proc = run(samples / "receipt.png", bad, samples / "dense-page.png", "--json", "--model", tiny_model_dir, *FAST)
+    assert assert_one_line_error(proc, 1) == [f"varco-ocr: {bad}: not an image file Pillow can read"]
+    docs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [d["source"] for d in docs] == [str(samples / "receipt.png"), str(samples / "dense-page.png")]
+
+
+@pytest.mark.slow
+def test_images_and_documents_printed_share_the_reading_bar_on_a_terminal(tiny_model_dir, samples):
+    """One runner for images and documents: the reading bar counts the PDF's pages with the image
+    (before, a PDF sent everything through the batch runner with no progress at all when printing)."""
+    args = [samples / "receipt.png", samples / "three-pages.pdf", "--dpi", "50", "--model", tiny_model_dir, *FAST]
+    out, terminal = run_with_stderr_on_a_terminal(*args)
+    assert "4/4" in terminal and "pages" in terminal and "tokens/s" in terminal
+    piped = run(*args)
+    assert piped.returncode == 0, piped.stderr
+    assert "tokens/s" not in piped.stderr and "4/4" not in piped.stderr and piped.stdout == out

@@ -133,7 +133,10 @@ class BatchOptions:
     # Everything else that changes the OCR result (min_long_side, max_grid, max_new_tokens, keep_raw,
     # ...): part of the fingerprint, so changing it redoes documents on resume.
     settings: dict[str, Any] = field(default_factory=dict)
-    progress: str = "auto"  # "auto" (rich on a terminal, plain lines otherwise), "rich", "plain", "none"
+    # "auto" (rich on a terminal, plain lines otherwise), "rich", "plain", "none", or "reading": one bar of
+    # pages read and tokens/s on a terminal, nothing otherwise (for a caller that prints the documents and
+    # their errors itself: the CLI without an output folder)
+    progress: str = "auto"
     # None: the backend's ``render_in_thread`` if it has one (the server backend: measured cheaper,
     # see ServerBackend), else a forked child process on Linux, else a thread.
     render_in_process: bool | None = None
@@ -567,6 +570,11 @@ def document_events(doc_no: int, path: Path, options: BatchOptions, raw_pixels: 
         yield _DocOpened(doc_no, list(doc.page_indices), note, None if missing is None else str(missing))
         try:
             for page in doc.iter_pages():
+                if doc.kind == "image" and page.image is None:
+                    # An image is its one page: not decoding it is not opening the document, said
+                    # in one line naming the file (load_image's), as open_document says it.
+                    yield _DocFailed(doc_no, page.error or f"{path}: cannot be read")
+                    return
                 yield _DocPage(doc_no, page)
         except Exception as e:  # noqa: BLE001 - a decoder failing mid-document fails that document only
             yield _DocFailed(doc_no, f"{path}: {e}")
@@ -667,7 +675,7 @@ def _start_producer(files: Sequence[InputFile], options: BatchOptions, maxsize: 
 
 
 class _Progress:
-    """Rich progress bars on a terminal, plain log lines otherwise (or nothing)."""
+    """Rich progress bars on a terminal, plain log lines otherwise (or nothing); see BatchOptions.progress."""
 
     def __init__(self, mode: str, total_docs: int, total_pages: int) -> None:
         from rich.console import Console
@@ -680,7 +688,19 @@ class _Progress:
         self.docs_done = self.pages_done = 0
         self.started = time.monotonic()
         self._rich = None
-        if mode == "rich":
+        self._tokens = 0
+        # Tokens generated are counted (OCREngine's on_tokens) only for the bar that shows them.
+        self.on_tokens: Callable[[int], None] | None = None
+        if mode == "reading" and self.console.is_terminal:
+            # With real weights on a CPU one page takes minutes: pages done and tokens/s show it is alive.
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._rich = Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TextColumn("pages"),
+                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=self.console)
+            self._pages = self._rich.add_task("ocr", total=total_pages, rate="")
+            self.on_tokens = self._count_tokens
+            self._rich.start()
+        elif mode == "rich":
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self._rich = Progress(
@@ -702,9 +722,17 @@ class _Progress:
         elapsed = time.monotonic() - self.started
         return self.pages_done / elapsed if elapsed > 0 else 0.0
 
+    def _count_tokens(self, n: int) -> None:
+        self._tokens += n
+        if self._rich is not None:
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            self._rich.update(self._pages, rate=f"{self._tokens / elapsed:.1f} tokens/s")
+
     def pages(self, n: int) -> None:
         self.pages_done += n
-        if self._rich is not None:
+        if self._rich is not None and self.mode == "reading":
+            self._rich.update(self._pages, advance=n)
+        elif self._rich is not None:
             self._rich.update(self._pages, advance=n, rate=f"{self._rate():.2f} pages/s")
 
     def more_pages(self, n: int) -> None:
@@ -715,6 +743,8 @@ class _Progress:
 
     def document(self, outcome: DocumentOutcome) -> None:
         self.docs_done += 1
+        if self.mode == "reading":
+            return
         if self._rich is not None:
             self._rich.update(self._docs, advance=1)
             if outcome.status not in ("done", "skipped"):
@@ -737,7 +767,7 @@ class _Progress:
             )
 
     def note(self, text: str) -> None:
-        if self.mode != "none":
+        if self.mode not in ("none", "reading"):
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # one line per note, whatever the width
 
     def close(self) -> None:
@@ -746,7 +776,7 @@ class _Progress:
             self._rich = None
 
     def summary(self, summary: BatchSummary) -> None:
-        if self.mode == "none":
+        if self.mode in ("none", "reading"):
             return
         from rich.table import Table
 
@@ -831,11 +861,12 @@ class _Overlapped:
     feed while this thread waits for it. A batch that fails is retried page by page through the
     same stream, so one failing page fails alone, as in ``_ocr_pages``."""
 
-    def __init__(self, backend: OCRBackend) -> None:
+    def __init__(self, backend: OCRBackend, on_tokens: Callable[[int], None] | None = None) -> None:
         from varco_ocr.engine import PageBatch
 
         self._batch = PageBatch
         self._backend = backend
+        self._on_tokens = on_tokens
         self.in_flight = 0
         self._ended = False  # the runner has no more batches
         self._start()
@@ -847,7 +878,7 @@ class _Overlapped:
         # Ctrl-C inside it included), so the prefetch thread waiting on the feed stops and can be joined.
         self._closing = threading.Event()
         self._results = self._backend.ocr_batches(self._batches(self._feed, self._closing), isolate_errors=True,  # type: ignore[attr-defined]
-                                                  stop=self._closing)
+                                                  stop=self._closing, on_tokens=self._on_tokens)
 
     @staticmethod
     def _batches(feed: queue.Queue, closing: threading.Event) -> Iterator[Any]:
@@ -1026,7 +1057,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
 
     # A backend with ocr_batches (the local engine) prepares the next batch while this one generates;
     # others (the server backend: its requests overlap in its own workers) get ocr_batch per batch.
-    overlapped = _Overlapped(backend) if producer is not None and hasattr(backend, "ocr_batches") else None
+    overlapped = _Overlapped(backend, progress.on_tokens) if producer is not None and hasattr(backend, "ocr_batches") else None
 
     def store(read: list[tuple[_DocPage, Page]]) -> None:
         for it, page in read:
@@ -1120,9 +1151,9 @@ XML_FORMATS = ("hocr", "alto")
 
 
 def document_metadata(path: Path, options: BatchOptions, source_path: str | None = None) -> dict[str, Any]:
-    """A document's ``metadata``, the same whichever way it is written (an output folder, or stdout
-    where the CLI reads single images without the runner): one document for one input.
-    ``source_path``: the source's URL when it is not the local file ``path`` (object storage)."""
+    """A document's ``metadata``, the same whichever way it is written (an output folder or stdout):
+    one document for one input. ``source_path``: the source's URL when it is not the local file
+    ``path`` (object storage, in the Ray run)."""
     return {
         k: v
         for k, v in {

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional
+from dataclasses import replace
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -27,6 +26,9 @@ from varco_ocr.cli_options import (
     ModelOpt,
 )
 from varco_ocr.errors import VarcoOCRError, cli_message
+
+if TYPE_CHECKING:
+    from varco_ocr.settings import EngineSettings, ServerSettings
 
 app = typer.Typer(
     name="varco-ocr",
@@ -47,23 +49,12 @@ def fail(message: str, code: int = EXIT_USAGE) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def load_engine(model: str, device: str, dtype: str, max_new_tokens: int, min_long_side: int, max_grid: int,
-                max_pixels: int, keep_raw: bool = False, require_ocr_tokens: bool = True):
+def load_engine(settings: EngineSettings, require_ocr_tokens: bool = True):
     """Build the engine or exit 2 with one line (weights missing, offline, not a VARCO model)."""
     from varco_ocr.engine import OCREngine
 
     try:
-        return OCREngine(
-            model=model,
-            device=device,
-            dtype=dtype,
-            max_new_tokens=max_new_tokens,
-            min_long_side=min_long_side,
-            max_grid=max_grid,
-            max_pixels=max_pixels or None,
-            keep_raw=keep_raw,
-            require_ocr_tokens=require_ocr_tokens,
-        )
+        return OCREngine.from_settings(settings, require_ocr_tokens=require_ocr_tokens)
     except (VarcoOCRError, ValueError) as e:
         raise fail(cli_message(e), EXIT_USAGE)
 
@@ -129,9 +120,6 @@ def ocr_command(
                                       "machine's CPUs) or auto (the running cluster); needs varco-ocr[ray]."),
     workers: int = typer.Option(1, "--workers", help="With --ray: model actors (one GPU each when there are GPUs)."),
 ) -> None:
-    from varco_ocr.document import Document
-    from varco_ocr.preprocessing import load_image
-
     if skip_text and redo_ocr:
         raise fail("--skip-text and --redo-ocr exclude each other", EXIT_USAGE)
     text_mode = "skip-text" if skip_text else "redo-ocr" if redo_ocr else "force"
@@ -139,78 +127,24 @@ def ocr_command(
     if urls and ray is None:
         raise fail(f"{urls[0]}: a URL as input or output needs --ray (e.g. --ray local)")
     on_ray = (list(inputs), output) if ray is not None else None  # as given: URLs stay URLs
-    inputs, output = [Path(p) for p in inputs], Path(output) if output is not None else None  # type: ignore[assignment]
-    if on_ray or server or output is not None or formats or pages or any(_needs_batch(p) for p in inputs):
-        # Documents (PDF, TIFF, folders), output folders and servers go through the resumable batch runner.
-        engine_args = (model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
-        # The server's model: the --model given, even when it is the default name; else discovered.
-        server_args = (server, concurrency, timeout, _given(ctx, "model")) if server else None
-        raise typer.Exit(_run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password,
-                                    overwrite, max_pixels, engine_args, server_args, split_truncated, text_mode,
-                                    ray=ray, workers=workers, on_ray=on_ray))
-    images, sources, failed = [], [], 0
-    for path in inputs:
-        try:
-            images.append(load_image(path, max_pixels=max_pixels or None, name=str(path)))
-            sources.append(path)
-        except VarcoOCRError as e:
-            typer.echo(f"varco-ocr: {e}", err=True)
-            failed += 1
-    if images:
-        engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels, keep_raw)
-        engine.split_truncated = split_truncated
-        from varco_ocr.batch import BatchOptions, document_metadata
-        from varco_ocr.inputs import image_dpi
+    paths, out_dir = [Path(p) for p in inputs], Path(output) if output is not None else None
+    from varco_ocr.settings import EngineSettings, ServerSettings
 
-        # The page's dpi and the metadata as the batch runner gives them with -o (issue 16 item 13).
-        with _terminal_progress(len(images)) as (on_tokens, on_pages):
-            pages = engine.ocr_batch(images, batch_size=batch_size, dpis=[image_dpi(im) for im in images],
-                                     on_tokens=on_tokens, on_pages=on_pages)
-        meta = BatchOptions(text_mode=text_mode)
-        docs = [Document(source=str(src), pages=(page,), model=engine.model_name, metadata=document_metadata(src, meta))
-                for src, page in zip(sources, pages)]
-        _emit(docs, as_json)
-    if failed:
-        raise typer.Exit(EXIT_FAILED_INPUT)
+    settings = EngineSettings.from_options(ctx.params)
+    # The server's model: the --model given, even when it is the default name; else discovered.
+    servers = ServerSettings(urls=tuple(server), concurrency=concurrency, timeout=timeout,
+                             model_given=_given(ctx, "model")) if server else None
+    # Images, documents (PDF, TIFF, folders), output folders and servers: all through the resumable
+    # batch runner (documents printed to stdout without an output folder).
+    raise typer.Exit(_run_batch(paths, as_json, out_dir, batch_size, formats, pages, dpi, glob, password,
+                                overwrite, settings, servers, text_mode, ray=ray, workers=workers, on_ray=on_ray))
 
 
-@contextmanager
-def _terminal_progress(total_pages: int):
-    """(on_tokens, on_pages) callbacks drawing pages done and tokens/s on stderr while it is a terminal (with
-    real weights on a CPU one page takes minutes); no-ops when stderr is piped, so logs stay clean."""
-    if not sys.stderr.isatty():
-        yield None, None
-        return
-    import time
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TextColumn("pages"),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                        console=Console(stderr=True))
-    task = progress.add_task("ocr", total=total_pages, rate="")
-    start, tokens = time.monotonic(), 0
-
-    def on_tokens(n: int) -> None:
-        nonlocal tokens
-        tokens += n
-        progress.update(task, rate=f"{tokens / max(time.monotonic() - start, 1e-6):.1f} tokens/s")
-
-    with progress:
-        yield on_tokens, lambda n: progress.advance(task, n)
-
-
-def _needs_batch(path: Path) -> bool:
-    from varco_ocr.inputs import PDF_SUFFIXES, TIFF_SUFFIXES
-
-    return path.is_dir() or path.suffix.lower() in PDF_SUFFIXES | TIFF_SUFFIXES
-
-
-def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password, overwrite, max_pixels,
-               engine_args, server_args=None, split_truncated=False, text_mode="force", ray=None, workers=1,
-               on_ray=None) -> int:
-    """The `ocr` command for documents and output folders: varco_ocr.batch (resume, progress, log)."""
+def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password, overwrite,
+               settings: EngineSettings, servers: Optional[ServerSettings] = None, text_mode="force",
+               ray: Optional[str] = None, workers: int = 1, on_ray=None) -> int:
+    """The `ocr` command: varco_ocr.batch (resume, progress, log); documents to stdout without -o.
+    With ``ray`` (and ``on_ray``: the inputs and output as given, URLs included): the Ray pipeline."""
     from varco_ocr import batch
     from varco_ocr.exporters import parse_formats
     from varco_ocr.inputs import parse_page_ranges
@@ -224,21 +158,16 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         raise fail("--format needs an output folder (-o DIR)")
     if dpi <= 0 or batch_size < 1:
         raise fail("--dpi and --batch-size must be positive")
-    model, _, _, max_new_tokens, min_long_side, max_grid, _, keep_raw = engine_args
     options = batch.BatchOptions(
         out_dir=output, formats=chosen, pages=ranges, dpi=dpi, glob=glob, password=password, overwrite=overwrite,
-        batch_size=batch_size, max_pixels=max_pixels or None, model=model,
-        settings={"max_new_tokens": max_new_tokens, "min_long_side": min_long_side, "max_grid": max_grid,
-                  "keep_raw": keep_raw, **({"split_truncated": True} if split_truncated else {})},
-        progress="auto" if output is not None else "none", text_mode=text_mode,
+        batch_size=batch_size, max_pixels=settings.max_pixels, model=settings.model, settings=settings.fingerprint(),
+        # printed documents: only a reading bar, on a terminal (their errors are printed below)
+        progress="auto" if output is not None else "reading", text_mode=text_mode,
     )
-    _, device, dtype, _, _, _, _, _ = engine_args
-    make_engine = _EngineFactory(dict(model=model, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                                      min_long_side=min_long_side, max_grid=max_grid, max_pixels=max_pixels or None,
-                                      keep_raw=keep_raw, split_truncated=split_truncated))
-    backend = batch.LazyBackend(make_engine, model_name=model)
-    if server_args is not None:
-        backend = _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixels, keep_raw, split_truncated)
+    make_engine = _EngineFactory(settings)
+    backend = batch.LazyBackend(make_engine, model_name=settings.model)
+    if servers is not None:
+        backend = _server_backend(settings, servers)
         options.model = backend.model_name
         # Enough pages per runner batch to keep every request slot busy while the next batch is read;
         # the render-ahead queue holds one such batch (a 300-dpi page is ~26 MB of pixels).
@@ -246,16 +175,15 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         options.prefetch = options.batch_size
     if on_ray is not None:  # the same options and backend, built by each model actor from a picklable factory
         factory: object = make_engine
-        if server_args is not None:
+        if servers is not None:
             import functools
 
             from varco_ocr.server import ServerBackend
 
             backend.close()  # the model it found is named to the actors, which need not look again
-            factory = functools.partial(ServerBackend, server_args[0], model=backend.model_name, concurrency=backend.concurrency,
-                                        timeout=backend.timeout, max_new_tokens=max_new_tokens, min_long_side=min_long_side,
-                                        max_pixels=max_pixels or None, keep_raw=keep_raw, split_truncated=split_truncated)
-        return _run_on_ray(on_ray[0], replace(options, out_dir=on_ray[1]), factory, ray, workers)
+            factory = functools.partial(ServerBackend.from_settings, replace(settings, model=backend.model_name),
+                                        replace(servers, model_given=True))
+        return _run_on_ray(on_ray[0], replace(options, out_dir=on_ray[1]), factory, ray or "local", workers)
     try:
         summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:
@@ -263,9 +191,9 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
     except batch.RunLogError as e:  # disk full or no permission mid-run: resumable, so exit 1, not usage
         raise fail(str(e), EXIT_FAILED_INPUT)
     finally:
-        if server_args is not None:
+        if servers is not None:
             backend.close()
-    if server_args is not None and output is not None:
+    if servers is not None and output is not None:
         for st in backend.stats():
             typer.echo(f"varco-ocr: {st.url}: {st.pages} pages, {st.failed_attempts} failed attempts", err=True)
         if backend.not_ocr:
@@ -280,34 +208,30 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
     return summary.exit_code
 
 
-def _server_backend(server_args, model, max_new_tokens, min_long_side, max_pixels, keep_raw, split_truncated):
+def _server_backend(settings: EngineSettings, servers: ServerSettings):
     """The OpenAI-compatible server backend, or exit 2 with one line (bad URL, no model found)."""
     from varco_ocr.server import ServerBackend
 
-    urls, concurrency, timeout, model_given = server_args
     try:
-        return ServerBackend(
-            urls, model=model if model_given else None, concurrency=concurrency, timeout=timeout,
-            max_new_tokens=max_new_tokens, min_long_side=min_long_side, max_pixels=max_pixels or None,
-            keep_raw=keep_raw, split_truncated=split_truncated,
-            notify=lambda message: typer.echo(f"varco-ocr: {message}", err=True))
+        return ServerBackend.from_settings(settings, servers,
+                                           notify=lambda message: typer.echo(f"varco-ocr: {message}", err=True))
     except (VarcoOCRError, ValueError) as e:
-        if not model_given and "discover" in str(e):
+        if not servers.model_given and "discover" in str(e):
             raise fail(f"{e} (e.g. --model {model_spec.DEFAULT_MODEL})")
         raise fail(str(e))
 
 
 class _EngineFactory:
-    """Builds the local engine when called: for the batch runner's LazyBackend, and picklable, so Ray's
-    model actors build theirs from it."""
+    """Builds the local engine from the settings when called: for the batch runner's LazyBackend, and
+    picklable (the settings are plain values), so Ray's model actors build theirs from it."""
 
-    def __init__(self, kwargs: dict) -> None:
-        self.kwargs = kwargs
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
 
     def __call__(self):
         from varco_ocr.engine import OCREngine  # torch and transformers: only when the model is needed
 
-        return OCREngine(**self.kwargs)
+        return OCREngine.from_settings(self.settings)
 
 
 def _run_on_ray(inputs: List[str], options, factory, ray: str, workers: int) -> int:
@@ -419,6 +343,7 @@ def _original_size(image: Optional[Path], size: Optional[str]) -> tuple[int, int
 @app.command("ground", help="Find a phrase in an image: boxes from the <gro> task.\n\n"
              "Example: varco-ocr ground photo.jpg \"the red sign\"")
 def ground_command(
+    ctx: typer.Context,
     image: Path = typer.Argument(..., help="Image file."),
     phrase: str = typer.Argument(..., help="What to look for."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
@@ -431,14 +356,16 @@ def ground_command(
     max_pixels: int = MaxPixelsOpt,
 ) -> None:
     from varco_ocr.preprocessing import load_image
+    from varco_ocr.settings import EngineSettings
 
     if not phrase.strip():
         raise fail("the phrase is empty")
+    settings = EngineSettings.from_options(ctx.params)
     try:
-        original = load_image(image, max_pixels=max_pixels or None, name=str(image))
+        original = load_image(image, max_pixels=settings.max_pixels, name=str(image))
     except VarcoOCRError as e:
         raise fail(str(e), EXIT_FAILED_INPUT)
-    engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels)
+    engine = load_engine(settings)
     boxes, answer = engine.ground(original, phrase)
     if as_json:
         typer.echo(json.dumps({"phrase": phrase, "width": original.size[0], "height": original.size[1],
@@ -484,6 +411,9 @@ def ask_command(
 ) -> None:
     from varco_ocr import ask
     from varco_ocr.inputs import parse_page_ranges
+    from varco_ocr.settings import EngineSettings
+
+    settings = EngineSettings.from_options(ctx.params)
 
     paths, question = [Path(a) for a in args[:-1]], args[-1]
     if chat and Path(question).exists():  # `ask doc.pdf --chat`: every question comes from stdin
@@ -497,7 +427,7 @@ def ask_command(
         raise fail("--max-new-tokens, --max-images and --dpi must be positive, --temperature not negative")
     try:
         ranges = parse_page_ranges(pages) if pages else None
-        collected = ask.collect_pages(paths, ranges, dpi=dpi, password=password, max_pixels=max_pixels or None,
+        collected = ask.collect_pages(paths, ranges, dpi=dpi, password=password, max_pixels=settings.max_pixels,
                                       max_images=max_images)
     except ask.AskError as e:
         raise fail(str(e))
@@ -514,8 +444,7 @@ def ask_command(
             raise fail(str(e))
         asker, model_name = ServerAsker(backend, collected, system=system, min_long_side=min_long_side), backend.model_name
     else:
-        engine = load_engine(model, device, dtype, max_new_tokens, min_long_side, max_grid, max_pixels,
-                             require_ocr_tokens=False)
+        engine = load_engine(settings, require_ocr_tokens=False)
         asker = ask.LocalAsker(engine, collected, system=system, max_context=max_context)
         model_name = engine.model_name
 

@@ -11,7 +11,7 @@ from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LONG_SIDE
 ModelOpt = typer.Option(model_spec.DEFAULT_MODEL, "--model", "-m", help="Hub id or local model folder.")
 DeviceOpt = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu), bf16, fp16, fp32.")
-MaxNewTokensOpt = typer.Option(8192, "--max-new-tokens", help="Token budget of one answer.")
+MaxNewTokensOpt = typer.Option(model_spec.DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", help="Token budget of one answer.")
 MinLongSideOpt = typer.Option(
     DEFAULT_MIN_LONG_SIDE, "--min-long-side", help="Upscale so the longer side is at least this (0 disables)."
 )

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from PIL import Image
 
@@ -29,9 +29,12 @@ from varco_ocr.preprocessing import (
     upscaled_size,
 )
 
+if TYPE_CHECKING:
+    from varco_ocr.settings import EngineSettings
+
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_NEW_TOKENS = 8192
+DEFAULT_MAX_NEW_TOKENS = model_spec.DEFAULT_MAX_NEW_TOKENS
 _END_TOKENS = (model_spec.IM_END, model_spec.END_OF_TEXT)
 
 
@@ -219,6 +222,7 @@ class OCREngine:
         self.dtype = pick_dtype(dtype, self.device)
         self.max_new_tokens = max_new_tokens
         self.min_long_side = min_long_side
+        self.max_grid = max_grid  # applied to the processor and model config once loaded (below)
         self.max_pixels = max_pixels
         self.keep_raw = keep_raw
         self.loop_guard = loop_guard
@@ -252,6 +256,13 @@ class OCREngine:
         if tok.pad_token_id is not None:
             self._end_ids.add(tok.pad_token_id)
         self._torch = torch
+
+    @classmethod
+    def from_settings(cls, settings: "EngineSettings", **options: Any) -> "OCREngine":
+        """The engine for :class:`varco_ocr.settings.EngineSettings` (as the command line builds them);
+        ``options`` are the constructor's other keywords (``require_ocr_tokens``, ``prefetch``, ...).
+        Every field is a constructor keyword of the same name."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}, **options)
 
     # -- prompts ---------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ END_OF_TEXT = "<|endoftext|>"
 
 TILE_SIZE = 384  # SigLIP2 so400m patch16-384: one tile is 24 x 24 = 576 patches
 DEFAULT_MAX_GRID = 6  # up to 6 x 6 tiles of 384 px
+DEFAULT_MAX_NEW_TOKENS = 8192  # token budget of one OCR answer (a dense page needs several thousand)
 DEFAULT_ANYRES = "anyres_max_9"
 
 DEFAULT_SYSTEM_PROMPT = "You are VARCO-VISION, created by NC AI. "

@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.client import HTTPException
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from PIL import Image
 
@@ -69,6 +69,9 @@ from varco_ocr.preprocessing import (
     load_image,
     prepare_for_model,
 )
+
+if TYPE_CHECKING:
+    from varco_ocr.settings import EngineSettings, ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -470,6 +473,9 @@ class ServerBackend:
     # CPU per page (wall per page): PNG scans 186-195 (297-362) ms in a process, 140-143 (204-276) ms
     # in a thread; PDF pages 325-377 (578-945) ms against 239-240 (525-535) ms.
     render_in_thread = True
+    # EngineSettings fields the server decides where it is started (vLLM's or transformers' own flags),
+    # so from_settings does not pass them on.
+    SERVER_DECIDES = frozenset({"device", "dtype", "max_grid"})
 
     def __init__(
         self,
@@ -482,7 +488,7 @@ class ServerBackend:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         rest_seconds: float = 10.0,
-        max_new_tokens: int = 8192,
+        max_new_tokens: int = model_spec.DEFAULT_MAX_NEW_TOKENS,
         min_long_side: int = DEFAULT_MIN_LONG_SIDE,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         keep_raw: bool = False,
@@ -517,6 +523,17 @@ class ServerBackend:
         self.not_ocr = 0  # pages whose non-empty answer held no word entry
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="varco-ocr-server")
         self.model_name = self.discover_model() if model is None else self._reachable(model)
+
+    @classmethod
+    def from_settings(cls, settings: "EngineSettings", server: "ServerSettings", **options: Any) -> "ServerBackend":
+        """The backend for :class:`varco_ocr.settings.EngineSettings` and ``ServerSettings`` (as the
+        command line builds them); ``options`` are the constructor's other keywords (``notify``, ...).
+        ``device``, ``dtype`` and ``max_grid`` are the server's own (set where it is started): the
+        client cannot choose them (listed in ``SERVER_DECIDES``)."""
+        return cls(server.urls, model=settings.model if server.model_given else None, concurrency=server.concurrency,
+                   timeout=server.timeout, max_new_tokens=settings.max_new_tokens, min_long_side=settings.min_long_side,
+                   max_pixels=settings.max_pixels, keep_raw=settings.keep_raw, split_truncated=settings.split_truncated,
+                   **options)
 
     # -- plumbing --------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def eval_command(
+    ctx: typer.Context,
     dataset: str = typer.Argument(..., help="icdar2015, icdar2013, cord or funsd."),
     data: Path = typer.Option(..., "--data", help="Data set folder in its native layout (or CORD parquet files)."),
     predictions: Optional[Path] = typer.Option(
@@ -77,9 +78,10 @@ def eval_command(
         if predictions is not None:
             preds = read_predictions(predictions, RRC_BOX_FORMAT[name])
         else:
-            engine_settings = dict(device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                                   min_long_side=min_long_side, max_grid=max_grid)
-            preds = _run_model(samples, model, engine_settings, batch_size, save_predictions, RRC_BOX_FORMAT[name])
+            from varco_ocr.settings import EngineSettings
+
+            preds = _run_model(samples, EngineSettings.from_options(ctx.params), batch_size, save_predictions,
+                               RRC_BOX_FORMAT[name])
     except EvalDataError as e:
         raise _fail(str(e), EXIT_BAD_INPUT)
     except OSError as e:
@@ -94,7 +96,7 @@ def eval_command(
             raise _fail(f"{json_path}: cannot write report ({e.strerror or e})", EXIT_BAD_INPUT)
 
 
-def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save_dir: Optional[Path], box_format: str):
+def _run_model(samples, settings, batch_size: int, save_dir: Optional[Path], box_format: str):
     """OCR every sample image with the engine (as `varco-ocr ocr` would with the same options);
     returns predictions keyed like the samples."""
     from varco_ocr.document import Document
@@ -105,7 +107,7 @@ def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save
     try:
         from varco_ocr.engine import OCREngine
 
-        engine = OCREngine(model=model, **engine_settings)
+        engine = OCREngine.from_settings(settings)
     except (VarcoOCRError, ValueError) as e:
         raise _fail(cli_message(e), EXIT_USAGE)
     documents = []
@@ -119,7 +121,7 @@ def _run_model(samples, model: str, engine_settings: dict, batch_size: int, save
         except VarcoOCRError as e:
             raise _fail(str(e), EXIT_BAD_INPUT)
         for sample, page in zip(chunk, pages):
-            documents.append(Document(source=str(sample.image_path or sample.key), pages=(page,), model=model))
+            documents.append(Document(source=str(sample.image_path or sample.key), pages=(page,), model=settings.model))
             preds[sample.key] = prediction_from_page(page)
         print(f"varco-ocr eval: {min(start + batch_size, len(samples))}/{len(samples)} images read", file=sys.stderr)
     if save_dir is not None:
