@@ -349,6 +349,22 @@ def test_cli_runs_a_folder_on_a_local_ray(tmp_path, taught):
     assert len([r for r in _manifest(tmp_path / "out") if r["status"] == "done"]) == 2
 
 
+def test_cli_with_servers_on_a_local_ray(tmp_path, fake_servers):
+    """`--ray local --server URL`: the driver finds the served model, the actors call the server with it."""
+    from varco_ocr.testing.fake_server import SERVED_MODEL
+
+    server = fake_servers()
+    (tmp_path / "scans").mkdir()
+    shutil.copy(SAMPLES / "receipt.png", tmp_path / "scans" / "receipt.png")
+    _receipt_pdf(tmp_path / "scans" / "book.pdf", pages=2)
+    done = _cli("scans", "-o", "out", "--format", "json", "--dpi", "40", "--ray", "local", "--workers", "2",
+                "--server", server.url, "--concurrency", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(server.requests) == 3 and {r["model"] for r in server.requests} == {SERVED_MODEL}
+    book = Document.load(tmp_path / "out" / "book.json")
+    assert book.model == SERVED_MODEL and [len(p.words) for p in book.pages] == [1, 1]
+
+
 def test_cli_one_line_errors(tmp_path):
     (tmp_path / "scans").mkdir()
     shutil.copy(SAMPLES / "receipt.png", tmp_path / "scans" / "receipt.png")
