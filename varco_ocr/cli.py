@@ -86,8 +86,8 @@ def ocr_command(
     inputs: List[str] = typer.Argument(..., help="Images, PDFs, TIFFs or folders (with --ray also URLs: s3://, gs://, az://).",
                                        show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Write the document model as JSON instead of text."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for one output file per input (with --ray "
-                                         "also a URL)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="DIR", help="Folder for one output file per input "
+                                         "(with --ray also a URL)."),
     keep_raw: bool = typer.Option(False, "--keep-raw", help="Keep the model's raw answer in the JSON."),
     batch_size: int = typer.Option(1, "--batch-size", help="Pages per batched generate call."),
     formats: Optional[str] = typer.Option(
