@@ -27,9 +27,12 @@ def assert_valid_document(data: object, where: object = "document") -> None:
 
 
 def assert_valid_json_outputs(folder: Path) -> int:
-    """Validate every ``*.json`` under ``folder`` (the run log is JSON lines, not matched); returns how many."""
+    """Validate every ``*.json`` under ``folder`` (the run log is JSON lines, not matched; hidden folders,
+    such as the Ray run's manifest in ``.varco-ocr/``, hold records, not documents); returns how many."""
     count = 0
     for path in sorted(Path(folder).rglob("*.json")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts[:-1]):
+            continue
         assert_valid_document(json.loads(path.read_text(encoding="utf-8")), path)
         count += 1
     return count

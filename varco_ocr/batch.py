@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Collection, Iterator, Protocol, Sequence
 
 from PIL import Image
 
@@ -191,10 +191,16 @@ def options_fingerprint(path: Path, options: BatchOptions) -> str:
     """Hash of what decides a document's result: its file (size, mtime) and the result-changing
     options. The password and output formats are not part of it (formats are checked by file)."""
     st = path.stat()
-    is_pdf = path.suffix.lower() in PDF_SUFFIXES
+    return source_fingerprint({"size": st.st_size, "mtime_ns": st.st_mtime_ns}, path.suffix, options)
+
+
+def source_fingerprint(identity: dict[str, Any], suffix: str, options: BatchOptions) -> str:
+    """``options_fingerprint`` for a source known by ``identity`` (a local file: size and mtime_ns;
+    an object in a store: size and its version, ETag or modification time, see varco_ocr.storage):
+    one rule for the local run log and the Ray run's manifest."""
+    is_pdf = suffix.lower() in PDF_SUFFIXES
     payload = {
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
+        **identity,
         "pages": None if options.pages is None else str(options.pages),
         "dpi": options.dpi if is_pdf else None,
         "model": options.model,
@@ -289,8 +295,13 @@ class LogIndex:
 
     @classmethod
     def read(cls, log: RunLog, out_root: Path) -> "LogIndex":
+        return cls.from_records(log.records(), out_root)
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict[str, Any]], out_root: Path) -> "LogIndex":
+        """The index of records in order (the run log's lines, or the Ray run's manifest records)."""
         index = cls()
-        for rec in log.records():
+        for rec in records:
             if not rec.get("source"):
                 continue
             key = _record_key(rec)
@@ -307,20 +318,22 @@ class LogIndex:
 
 
 def is_complete(record: dict[str, Any] | None, fingerprint: str, formats: Sequence[str], out_dir: Path,
-                writers: dict[Path, str] | None = None) -> bool:
+                writers: dict[Path, str] | None = None, *, out_root: Path | None = None,
+                is_file: Callable[[Path], bool] = Path.is_file) -> bool:
     """Whether a document's log record shows it done with these options (the fingerprint covers the
     source's content and the result-changing options), every output present and, with ``writers``,
-    every output last written for this record's source (not since replaced by another document's)."""
+    every output last written for this record's source (not since replaced by another document's).
+    ``out_root`` (default: ``out_dir`` resolved) and ``is_file`` let an object store's folder be checked."""
     if not record or record.get("status") != "done" or record.get("fingerprint") != fingerprint:
         return False
     by_format: dict[str, list[str]] = record.get("outputs_by_format") or {}
-    out_root = out_dir.resolve()
+    out_root = out_dir.resolve() if out_root is None else out_root
     key = _record_key(record)
     for fmt in formats:
         if fmt not in by_format:
             return False
         for rel in by_format[fmt]:
-            if not (out_dir / rel).is_file():
+            if not is_file(out_dir / rel):
                 return False
             if writers is not None and writers.get(out_root / rel) != key:
                 return False
@@ -384,22 +397,28 @@ class _Plan:
     refused: str | None = None  # why it cannot be written (a foreign file in the way)
 
 
-def _foreign_file(paths: Sequence[Path], key: str, index: LogIndex, inputs: _InputGuard, overwrite: bool) -> str | None:
+def _exists_locally(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _foreign_file(paths: Sequence[Path], key: str, index: LogIndex, inputs: Collection[Path], overwrite: bool,
+                  exists: Callable[[Path], bool] = _exists_locally) -> str | None:
     """The reason writing ``paths`` for source ``key`` is refused, or None. An input is never
     written; an existing file is replaced only when the log says this tool wrote it for this
-    source, or with ``overwrite``."""
+    source, or with ``overwrite``. ``inputs``: an _InputGuard, or the set of an object store's input
+    paths; ``exists``: how to ask the destination (an object store's, for the Ray run)."""
     for path in paths:
         if path in inputs:
             return f"{path} is an input of this run; it is never overwritten"
-        if not overwrite and (path.exists() or path.is_symlink()) and index.writers.get(path) != key:
+        if not overwrite and exists(path) and index.writers.get(path) != key:
             return (f"{path} exists and was not written by varco-ocr for this source; "
                     f"not replaced (use --overwrite to replace it)")
     return None
 
 
 def plan_outputs(files: Sequence[InputFile], page_indices: Sequence[list[int]], keys: Sequence[str], options: BatchOptions,
-                 out_root: Path, index: LogIndex, inputs: _InputGuard, claimed: set[Path],
-                 others: dict[Path, str]) -> list[_Plan]:
+                 out_root: Path, index: LogIndex, inputs: Collection[Path], claimed: set[Path],
+                 others: dict[Path, str], exists: Callable[[Path], bool] = _exists_locally) -> list[_Plan]:
     """Give each document a set of output paths unique in the run, checked before anything is
     written: not an input, not a path planned for another document of this run or owned (per the
     log) by another source of this run (such a document gets a numbered stem, ``NAME-2``), and not
@@ -416,7 +435,7 @@ def plan_outputs(files: Sequence[InputFile], page_indices: Sequence[list[int]], 
                 break
             n += 1
         claimed.update(outputs)
-        refused = _foreign_file(outputs, key, index, inputs, options.overwrite)
+        refused = _foreign_file(outputs, key, index, inputs, options.overwrite, exists)
         plans.append(_Plan(replace(f, output_stem=stem), key, outputs, list(indices), refused))
     return plans
 
@@ -530,6 +549,39 @@ def _unlink_shared(name: str) -> None:
     _free(block)
 
 
+DocEvent = Any  # _DocOpened | _DocFailed | _DocPage | _DocEnd
+
+
+def document_events(doc_no: int, path: Path, options: BatchOptions, raw_pixels: bool = False) -> Iterator[DocEvent]:
+    """One document opened and rendered page by page, as the events the runner reassembles it from:
+    ``_DocOpened`` (its pages), then ``_DocPage`` for each, then ``_DocEnd``; or ``_DocFailed`` when
+    it cannot be opened or a decoder fails mid-document (the pages before it may have come). The local
+    runner's renderer and the Ray pipeline's page tasks both produce pages through this, one at a time."""
+    try:
+        doc = open_document(path, options.pages, options.dpi, options.password, options.max_pixels)
+    except InputError as e:
+        yield _DocFailed(doc_no, str(e))
+        return
+    doc.raw_pixels = raw_pixels  # pixmaps go to shared memory without a trip through Pillow
+    doc.text_mode = options.text_mode
+    with doc:
+        missing = options.pages.beyond(doc.page_count) if options.pages is not None else None
+        note = missing_pages_note(options.pages, missing, doc.page_count) if options.pages and missing else None
+        yield _DocOpened(doc_no, list(doc.page_indices), note, None if missing is None else str(missing))
+        try:
+            for page in doc.iter_pages():
+                if doc.kind == "image" and page.image is None:
+                    # An image is its one page: not decoding it is not opening the document, said
+                    # in one line naming the file (load_image's), as open_document says it.
+                    yield _DocFailed(doc_no, page.error or f"{path}: cannot be read")
+                    return
+                yield _DocPage(doc_no, page)
+        except Exception as e:  # noqa: BLE001 - a decoder failing mid-document fails that document only
+            yield _DocFailed(doc_no, f"{path}: {e}")
+            return
+        yield _DocEnd(doc_no)
+
+
 def _produce_pages(files: Sequence[InputFile], options: BatchOptions, out: Any, stop: Any, in_child: bool) -> None:
     """Open each document in order and send its pages into the bounded queue ``out``.
 
@@ -557,35 +609,11 @@ def _produce_pages(files: Sequence[InputFile], options: BatchOptions, out: Any, 
         for doc_no, f in enumerate(files):
             if stop.is_set():
                 return
-            try:
-                doc = open_document(f.path, options.pages, options.dpi, options.password, options.max_pixels)
-            except InputError as e:
-                if not put(_DocFailed(doc_no, str(e))):
+            for event in document_events(doc_no, f.path, options, raw_pixels=in_child):
+                if isinstance(event, _DocPage) and in_child:
+                    event = _DocPage(doc_no, _to_shared(event.page, created))
+                if not put(event):
                     return
-                continue
-            doc.raw_pixels = in_child  # pixmaps go to shared memory without a trip through Pillow
-            doc.text_mode = options.text_mode
-            with doc:
-                missing = options.pages.beyond(doc.page_count) if options.pages is not None else None
-                note = missing_pages_note(options.pages, missing, doc.page_count) if options.pages and missing else None
-                if not put(_DocOpened(doc_no, list(doc.page_indices), note, None if missing is None else str(missing))):
-                    return
-                try:
-                    for page in doc.iter_pages():
-                        if doc.kind == "image" and page.image is None:
-                            # An image is its one page: not decoding it is not opening the document, said
-                            # in one line naming the file (load_image's), as open_document says it.
-                            if not put(_DocFailed(doc_no, page.error or f"{f.path}: cannot be read")):
-                                return
-                            break
-                        if not put(_DocPage(doc_no, _to_shared(page, created) if in_child else page)):
-                            return
-                    else:
-                        if not put(_DocEnd(doc_no)):
-                            return
-                except Exception as e:  # noqa: BLE001 - a decoder failing mid-document fails that document only
-                    if not put(_DocFailed(doc_no, f"{f.path}: {e}")):
-                        return
     finally:
         put(_End())
         if in_child:
@@ -707,6 +735,12 @@ class _Progress:
         elif self._rich is not None:
             self._rich.update(self._pages, advance=n, rate=f"{self._rate():.2f} pages/s")
 
+    def more_pages(self, n: int) -> None:
+        """Raise the page total (the Ray run learns it as documents open, not before)."""
+        self.total_pages += n
+        if self._rich is not None:
+            self._rich.update(self._pages, total=self.total_pages)
+
     def document(self, outcome: DocumentOutcome) -> None:
         self.docs_done += 1
         if self.mode == "reading":
@@ -779,6 +813,10 @@ class _DocState:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     missing_pages: str | None = None  # see _DocOpened
+    # The source's name when it is not ``file.path``. In the Ray run: an object store URL (``file.path``
+    # is then a local copy, or a placeholder when no export reads the source again), or a local path
+    # as given (``file.path`` is then the absolute path: Ray's workers need not share our folder).
+    source: str | None = None
 
     def complete(self) -> bool:
         if self.error is not None:
@@ -895,6 +933,14 @@ def _known_size(page: Page, item: _DocPage) -> dict[str, int]:
     return {"width": width, "height": height}
 
 
+def skipped_outcome(source: str, record: dict[str, Any]) -> DocumentOutcome:
+    """The outcome of a document skipped as done, from its record: one whose --pages asked for pages
+    it lacks is said again, and exits 1 again."""
+    missing = record.get("pages_missing")
+    warnings = [w for w in record.get("page_warnings") or [] if missing and w.startswith("--pages ")]
+    return DocumentOutcome(source, "skipped", pages=0, pages_missing=missing, page_warnings=warnings)
+
+
 def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> BatchSummary:
     """OCR every document found in ``inputs`` (files and folders) with ``backend``.
 
@@ -931,10 +977,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
         fp = options_fingerprint(f.path, options) if out_dir is not None else None
         if (out_dir is not None and not options.overwrite
                 and is_complete(index.last.get(key), fp or "", options.formats, out_dir, index.writers)):
-            # a done document whose --pages asked for pages it lacks: said again, and exit 1 again
-            missing = index.last[key].get("pages_missing")
-            warnings = [w for w in index.last[key].get("page_warnings") or [] if missing and w.startswith("--pages ")]
-            summary.outcomes.append(DocumentOutcome(str(f.path), "skipped", pages=0, pages_missing=missing, page_warnings=warnings))
+            summary.outcomes.append(skipped_outcome(str(f.path), index.last[key]))
             skipped_keys.add(key)
             continue
         todo.append(f)
@@ -1001,7 +1044,7 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
             if st.complete():
                 del states[doc_no]
                 finished.add(doc_no)
-                outcome, record = _finish_document(st, options, out_dir, log, summary, index, guard)
+                outcome, record = finish_document(st, options, out_dir, log, summary, index, guard)
                 with _interrupts_deferred():  # the log, the summary and the progress lines agree
                     if log is not None and record is not None:
                         log.append(record)
@@ -1107,14 +1150,15 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
 XML_FORMATS = ("hocr", "alto")
 
 
-def document_metadata(path: Path, options: BatchOptions) -> dict[str, Any]:
+def document_metadata(path: Path, options: BatchOptions, source_path: str | None = None) -> dict[str, Any]:
     """A document's ``metadata``, the same whichever way it is written (an output folder or stdout):
-    one document for one input."""
+    one document for one input. ``source_path``: the source's URL when it is not the local file
+    ``path`` (object storage, in the Ray run)."""
     return {
         k: v
         for k, v in {
             # the absolute path lets `varco-ocr export` find the source from any folder later
-            "source_path": str(path.resolve()),
+            "source_path": source_path or str(path.resolve()),
             "dpi": options.dpi if path.suffix.lower() in PDF_SUFFIXES else None,
             "pages": None if options.pages is None else str(options.pages),
             # the searchable-PDF export strips old invisible layers in these modes
@@ -1156,20 +1200,31 @@ def _interrupts_deferred() -> Iterator[None]:
                 raise KeyboardInterrupt
 
 
-def _finish_document(
-    st: _DocState, options: BatchOptions, out_dir: Path | None, log: RunLog | None, summary: BatchSummary,
-    index: LogIndex | None = None, guard: _InputGuard | None = None,
+def _is_url(name: str | None) -> bool:
+    return name is not None and "://" in name and not name.startswith("file://")
+
+
+class RecordSink(Protocol):
+    def append(self, record: dict[str, Any]) -> None: ...
+
+
+def finish_document(
+    st: _DocState, options: BatchOptions, out_dir: Path | None, log: RecordSink | None, summary: BatchSummary,
+    index: LogIndex | None = None, guard: Collection[Path] | None = None, seconds: float | None = None,
 ) -> tuple[DocumentOutcome, dict[str, Any] | None]:
-    """Write a finished document's outputs; return its outcome and its run-log record (None without an
-    output folder), which the caller appends together with the outcome (see ``_interrupts_deferred``)."""
-    source = str(st.file.path)
-    seconds = time.monotonic() - st.started
+    """Build a finished document from its read pages and write its outputs; return its outcome and its
+    record (None without an output folder), which the caller stores with the outcome (the local
+    runner: the run log, see ``_interrupts_deferred``; the Ray run: the manifest). ``log`` gets the
+    ``writing`` record before any output is written. The one implementation of this step for both."""
+    source = st.source or str(st.file.path)
+    seconds = time.monotonic() - st.started if seconds is None else seconds
     key = st.plan.key if st.plan is not None else source_key(st.file.path)
     if st.error is not None:
         outcome = DocumentOutcome(source, "failed", error=st.error, seconds=seconds)
         return outcome, {"source": source, "source_path": key, "status": "failed", "error": st.error, "fingerprint": st.fingerprint}
     pages = tuple(st.pages[i] for i in sorted(st.pages))
-    document = Document(source=source, pages=pages, model=options.model, metadata=document_metadata(st.file.path, options))
+    document = Document(source=source, pages=pages, model=options.model,
+                        metadata=document_metadata(st.file.path, options, source_path=st.source if _is_url(st.source) else None))
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
     outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, List, Optional
 
 import typer
@@ -81,9 +82,12 @@ TRUNCATED_NOTE = ("the answer was cut short (token limit or loop guard), words m
              "Example: varco-ocr ocr receipt.png --json")
 def ocr_command(
     ctx: typer.Context,
-    inputs: List[Path] = typer.Argument(..., help="Images, PDFs, TIFFs or folders.", show_default=False),
+    # strings, not Paths: a Path folds an URL's "//" (s3://b/x -> s3:/b/x)
+    inputs: List[str] = typer.Argument(..., help="Images, PDFs, TIFFs or folders (with --ray also URLs: s3://, gs://, az://).",
+                                       show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Write the document model as JSON instead of text."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for one output file per input."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="DIR", help="Folder for one output file per input "
+                                         "(with --ray also a URL)."),
     keep_raw: bool = typer.Option(False, "--keep-raw", help="Keep the model's raw answer in the JSON."),
     batch_size: int = typer.Option(1, "--batch-size", help="Pages per batched generate call."),
     formats: Optional[str] = typer.Option(
@@ -112,10 +116,18 @@ def ocr_command(
     min_long_side: int = MinLongSideOpt,
     max_grid: int = MaxGridOpt,
     max_pixels: int = MaxPixelsOpt,
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray Data: local (a Ray in this command, this "
+                                      "machine's CPUs) or auto (the running cluster); needs varco-ocr[ray]."),
+    workers: int = typer.Option(1, "--workers", help="With --ray: model actors (one GPU each when there are GPUs)."),
 ) -> None:
     if skip_text and redo_ocr:
         raise fail("--skip-text and --redo-ocr exclude each other", EXIT_USAGE)
     text_mode = "skip-text" if skip_text else "redo-ocr" if redo_ocr else "force"
+    urls = _urls(inputs, output)
+    if urls and ray is None:
+        raise fail(f"{urls[0]}: a URL as input or output needs --ray (e.g. --ray local)")
+    on_ray = (list(inputs), output) if ray is not None else None  # as given: URLs stay URLs
+    paths, out_dir = [Path(p) for p in inputs], Path(output) if output is not None else None
     from varco_ocr.settings import EngineSettings, ServerSettings
 
     settings = EngineSettings.from_options(ctx.params)
@@ -124,13 +136,15 @@ def ocr_command(
                              model_given=_given(ctx, "model")) if server else None
     # Images, documents (PDF, TIFF, folders), output folders and servers: all through the resumable
     # batch runner (documents printed to stdout without an output folder).
-    raise typer.Exit(_run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password,
-                                overwrite, settings, servers, text_mode))
+    raise typer.Exit(_run_batch(paths, as_json, out_dir, batch_size, formats, pages, dpi, glob, password,
+                                overwrite, settings, servers, text_mode, ray=ray, workers=workers, on_ray=on_ray))
 
 
 def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, password, overwrite,
-               settings: EngineSettings, servers: Optional[ServerSettings] = None, text_mode="force") -> int:
-    """The `ocr` command: varco_ocr.batch (resume, progress, log); documents to stdout without -o."""
+               settings: EngineSettings, servers: Optional[ServerSettings] = None, text_mode="force",
+               ray: Optional[str] = None, workers: int = 1, on_ray=None) -> int:
+    """The `ocr` command: varco_ocr.batch (resume, progress, log); documents to stdout without -o.
+    With ``ray`` (and ``on_ray``: the inputs and output as given, URLs included): the Ray pipeline."""
     from varco_ocr import batch
     from varco_ocr.exporters import parse_formats
     from varco_ocr.inputs import parse_page_ranges
@@ -150,11 +164,7 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         # printed documents: only a reading bar, on a terminal (their errors are printed below)
         progress="auto" if output is not None else "reading", text_mode=text_mode,
     )
-    def make_engine():
-        from varco_ocr.engine import OCREngine  # torch and transformers: only when the model is needed
-
-        return OCREngine.from_settings(settings)
-
+    make_engine = _EngineFactory(settings)
     backend = batch.LazyBackend(make_engine, model_name=settings.model)
     if servers is not None:
         backend = _server_backend(settings, servers)
@@ -163,6 +173,17 @@ def _run_batch(inputs, as_json, output, batch_size, formats, pages, dpi, glob, p
         # the render-ahead queue holds one such batch (a 300-dpi page is ~26 MB of pixels).
         options.batch_size = max(batch_size, 2 * backend.concurrency)
         options.prefetch = options.batch_size
+    if on_ray is not None:  # the same options and backend, built by each model actor from a picklable factory
+        factory: object = make_engine
+        if servers is not None:
+            import functools
+
+            from varco_ocr.server import ServerBackend
+
+            backend.close()  # the model it found is named to the actors, which need not look again
+            factory = functools.partial(ServerBackend.from_settings, replace(settings, model=backend.model_name),
+                                        replace(servers, model_given=True))
+        return _run_on_ray(on_ray[0], replace(options, out_dir=on_ray[1]), factory, ray or "local", workers)
     try:
         summary = batch.run(inputs, backend, options)
     except (batch.OutputFolderError, batch.BackendUnavailable) as e:
@@ -198,6 +219,53 @@ def _server_backend(settings: EngineSettings, servers: ServerSettings):
         if not servers.model_given and "discover" in str(e):
             raise fail(f"{e} (e.g. --model {model_spec.DEFAULT_MODEL})")
         raise fail(str(e))
+
+
+class _EngineFactory:
+    """Builds the local engine from the settings when called: for the batch runner's LazyBackend, and
+    picklable (the settings are plain values), so Ray's model actors build theirs from it."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+
+    def __call__(self):
+        from varco_ocr.engine import OCREngine  # torch and transformers: only when the model is needed
+
+        return OCREngine.from_settings(self.settings)
+
+
+def _run_on_ray(inputs: List[str], options, factory, ray: str, workers: int) -> int:
+    """`ocr --ray`: the batch on Ray Data (varco_ocr.ray_pipeline), inputs and -o as paths or URLs.
+    ``factory`` builds the backend in each model actor (picklable)."""
+    from varco_ocr import batch, ray_pipeline
+
+    if ray not in ("local", "auto") and not ray.startswith("ray://"):
+        raise fail(f"--ray takes local, auto or a ray:// address, not {ray!r}")
+    if options.out_dir is None:
+        raise fail("--ray writes its results to an output folder or URL: give -o")
+    if workers < 1:
+        raise fail("--workers must be positive")
+    try:
+        ray_pipeline.require_ray()
+    except ray_pipeline.RayUnavailable as e:
+        raise fail(str(e))
+    ray_options = ray_pipeline.RayOptions(address=None if ray == "local" else ray, workers=workers)
+    try:
+        summary = ray_pipeline.run_ray(inputs, factory, options, ray_options)
+    except (batch.OutputFolderError, batch.BackendUnavailable) as e:
+        raise fail(cli_message(e), EXIT_USAGE)
+    except ImportError as e:  # an object store whose fsspec back end is not installed
+        raise fail(f"{e} (e.g. pip install \"varco-ocr[s3]\")")
+    except (OSError, ValueError) as e:  # the store refused (credentials, no such bucket) before any work
+        raise fail(f"{type(e).__name__}: {e}")
+    return summary.exit_code
+
+
+def _urls(inputs, output) -> List[str]:
+    """The inputs and output given as URLs (s3://...), which only the Ray pipeline reads and writes."""
+    from varco_ocr.storage import is_url
+
+    return [str(p) for p in [*inputs, output] if p is not None and is_url(p)]
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

@@ -1,0 +1,385 @@
+"""The batch pipeline on Ray Data (varco_ocr.ray_pipeline) on a local Ray of 2 CPUs: the same documents
+as the local runner, resume from the manifest, failures recorded and retried, a killed model actor,
+and object storage (an S3 server from moto, in this process)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pymupdf
+import pytest
+from PIL import Image
+
+from varco_ocr.batch import BatchOptions, run
+from varco_ocr.document import Document
+from varco_ocr.engine import OCREngine
+from varco_ocr.ray_pipeline import RayOptions, run_ray
+from varco_ocr.storage import MANIFEST_DIR
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("documents_are_schema_valid")]
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+PDF_DPI = 144.0  # the receipt's PDF pages render at 144 dpi to exactly the taught image
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray for the module (starting one costs seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def factory(taught):
+    """A picklable factory: each model actor builds the taught engine from it."""
+    return functools.partial(OCREngine, str(taught.path), **taught.engine_args)
+
+
+def _receipt_pdf(path: Path, pages: int = 2) -> Path:
+    """A PDF whose pages show the sample receipt (the taught model reads its words), one rotated."""
+    pdf = pymupdf.open()
+    for i in range(pages):
+        page = pdf.new_page(width=220, height=260)  # 440 x 520 px at 144 dpi
+        page.insert_image(page.rect, filename=str(SAMPLES / "receipt.png"))
+    pdf.save(path)
+    return path
+
+
+def _scans(root: Path) -> Path:
+    """A folder: a 2-page PDF of the receipt, a 2-page TIFF in a sub-folder, the receipt and dense page as PNGs."""
+    root.mkdir(parents=True)
+    _receipt_pdf(root / "book.pdf")
+    (root / "sub").mkdir()
+    receipt = Image.open(SAMPLES / "receipt.png").convert("RGB")
+    receipt.save(root / "sub" / "fax.tiff", save_all=True, append_images=[Image.new("L", (160, 120), 255)], dpi=(200, 200))
+    shutil.copy(SAMPLES / "receipt.png", root / "receipt.png")
+    shutil.copy(SAMPLES / "dense-page.png", root / "dense.png")
+    return root
+
+
+def _options(out, **kw) -> BatchOptions:
+    base = dict(out_dir=out, formats=("json", "txt", "hocr"), dpi=PDF_DPI, batch_size=2, progress="none")
+    return BatchOptions(**{**base, **kw})
+
+
+def _json(out: Path) -> dict[str, dict]:
+    return {p.relative_to(out).as_posix(): json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted(out.rglob("*.json")) if MANIFEST_DIR not in p.as_posix()}
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / MANIFEST_DIR).glob("*.json"))]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, taught, factory):
+    """The scans read once by the local runner and once on Ray (shared by the equality and resume tests)."""
+    root = tmp_path_factory.mktemp("ray-first")
+    scans = _scans(root / "scans")
+    local = run([scans], OCREngine(str(taught.path), **taught.engine_args), _options(root / "local", model=str(taught.path)))
+    summary = run_ray([scans], factory, _options(root / "ray", model=str(taught.path)), RayOptions(workers=1))
+    return root, scans, local, summary
+
+
+def test_documents_equal_the_local_runners(first_run, taught):
+    root, scans, local, summary = first_run
+    assert local.exit_code == 0 and summary.exit_code == 0
+    assert sorted((Path(o.source).name, o.status, o.pages) for o in summary.outcomes) == [
+        ("book.pdf", "done", 2), ("dense.png", "done", 1), ("fax.tiff", "done", 2), ("receipt.png", "done", 1)]
+    expected, got = _json(root / "local"), _json(root / "ray")
+    assert sorted(got) == ["book.json", "dense.json", "receipt.json", "sub/fax.json"]
+    for name in expected:  # words, boxes, text, page fields and metadata: the same documents
+        assert got[name] == expected[name], name
+    for name in ("receipt.txt", "book.txt", "sub/fax.hocr"):
+        assert (root / "ray" / name).read_bytes() == (root / "local" / name).read_bytes()
+    receipt = Document.load(root / "ray" / "receipt.json")
+    assert [(w.text, w.bbox) for w in receipt.pages[0].words] == list(taught.page("receipt").words)  # not empty
+    book = Document.load(root / "ray" / "book.json")
+    assert [[w.text for w in p.words] for p in book.pages] == [[t for t, _ in taught.page("receipt").words]] * 2
+    assert all(w.bbox_pt is not None for p in book.pages for w in p.words)  # the PDF geometry came through the rows
+    records = _manifest(root / "ray")
+    assert sorted((Path(r["source"]).name, r["status"]) for r in records) == [
+        ("book.pdf", "done"), ("dense.png", "done"), ("fax.tiff", "done"), ("receipt.png", "done")]
+    assert not list((root / "ray").rglob("*.tmp"))
+
+
+def test_a_rerun_skips_everything_without_the_model(first_run, factory, tmp_path, taught):
+    root, scans, _, _ = first_run
+    out = root / "ray"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    summary = run_ray([scans], factory, _options(out, model=str(taught.path)), RayOptions(workers=1, pid_dir=str(pids)))
+    assert sorted((Path(o.source).name, o.status) for o in summary.outcomes) == [
+        ("book.pdf", "skipped"), ("dense.png", "skipped"), ("fax.tiff", "skipped"), ("receipt.png", "skipped")]
+    assert list(pids.iterdir()) == []  # no model actor was started
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
+    # another model (another fingerprint) redoes them
+    other = run_ray([scans / "receipt.png"], factory, _options(out, model="another-name"), RayOptions(workers=1))
+    assert [o.status for o in other.outcomes] == ["done"]
+
+
+def test_a_corrupt_document_is_recorded_failed_and_retried(tmp_path, factory, taught):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(SAMPLES / "receipt.png", scans / "receipt.png")
+    (scans / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really a PDF")
+    (scans / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    out = tmp_path / "out"
+    first = run_ray([scans], factory, _options(out, model=str(taught.path)), RayOptions(workers=1))
+    assert sorted((Path(o.source).name, o.status) for o in first.outcomes) == [
+        ("broken.pdf", "failed"), ("damaged.png", "failed"), ("receipt.png", "done")]
+    assert first.exit_code == 1
+    failed = {Path(r["source"]).name: r for r in _manifest(out) if r["status"] == "failed"}
+    assert "not a readable PDF" in failed["broken.pdf"]["error"]
+    assert failed["damaged.png"]["error"].startswith(str(scans / "damaged.png"))  # an undecodable image: said why
+    assert (out / "receipt.json").is_file() and not (out / "broken.json").exists()
+    # the next run tries the failed ones again (and only them); a repaired file is then done
+    _receipt_pdf(scans / "broken.pdf", pages=1)
+    second = run_ray([scans], factory, _options(out, model=str(taught.path)), RayOptions(workers=1))
+    assert sorted((Path(o.source).name, o.status) for o in second.outcomes) == [
+        ("broken.pdf", "done"), ("damaged.png", "failed"), ("receipt.png", "skipped")]
+    assert [w.text for w in Document.load(out / "broken.json").pages[0].words] == [t for t, _ in taught.page("receipt").words]
+
+
+def test_a_killed_model_actor_loses_and_duplicates_no_document(tmp_path, factory, taught):
+    """SIGKILL the model actor once the first document is exported: Ray starts another actor and gives
+    it the lost batch; every document is exported once, with all its pages."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(12):  # enough that the first export comes while most pages are still to read
+        shutil.copy(SAMPLES / "receipt.png", scans / f"r{i:02d}.png")
+    out, pids = tmp_path / "out", tmp_path / "pids"
+    pids.mkdir()
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set():
+            manifest = out / MANIFEST_DIR
+            done = [r for r in _manifest(out) if r.get("status") == "done"] if manifest.is_dir() else []
+            running = sorted(pids.iterdir())
+            if done and running and not killed:
+                pid = int(running[0].read_text())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        summary = run_ray([scans], factory, _options(out, formats=("json",), batch_size=1, model=str(taught.path)),
+                          RayOptions(workers=1, pid_dir=str(pids)))
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed, "the run ended before the actor could be killed"
+    assert len(list(pids.iterdir())) == 2  # a second actor took over
+    assert sorted((Path(o.source).name, o.status) for o in summary.outcomes) == [(f"r{i:02d}.png", "done") for i in range(12)]
+    assert len(_manifest(out)) == 12
+    words = [t for t, _ in taught.page("receipt").words]
+    for i in range(12):
+        (page,) = Document.load(out / f"r{i:02d}.json").pages
+        assert [w.text for w in page.words] == words
+
+
+# ------------------------------------------------------------------------------------------------
+# Object storage: an S3 server (moto) on a free loopback port. fsspec's memory:// would not do: it
+# lives in one process, and Ray's workers are other processes.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
+    fs.mkdir("scans")
+    fs.mkdir("ocr")
+    yield fs, options
+    server.stop()
+
+
+def test_object_storage_in_and_out_with_resume(s3, tmp_path, factory, taught, first_run):
+    fs, options = s3
+    root, scans, _, _ = first_run
+    for name in ("receipt.png", "book.pdf", "sub/fax.tiff"):
+        fs.put_file(str(scans / name), f"scans/in/{name}")
+    fs.pipe_file("scans/in/notes.txt", b"not a page")
+    fs.pipe_file("scans/in/broken.pdf", b"%PDF-1.4\nnot really a PDF")
+    summary = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
+                      RayOptions(workers=1, storage_options=options))
+    assert sorted((o.source, o.status) for o in summary.outcomes) == [
+        ("s3://scans/in/book.pdf", "done"), ("s3://scans/in/broken.pdf", "failed"), ("s3://scans/in/receipt.png", "done"),
+        ("s3://scans/in/sub/fax.tiff", "done")]
+    (broken,) = [o for o in summary.outcomes if o.status == "failed"]  # named by its URL, not the local copy read
+    assert broken.error.startswith("s3://scans/in/broken.pdf: not a readable PDF") and "/tmp" not in broken.error
+    assert summary.notes == ["skipped s3://scans/in/notes.txt: unsupported file type .txt"]
+    written = sorted(p for p in fs.find("ocr/out") if "/.varco-ocr/" not in p)
+    assert written == [f"ocr/out/{n}" for n in ("book.json", "book.pdf", "book.txt", "receipt.json", "receipt.pdf",
+                                                  "receipt.txt", "sub/fax.json", "sub/fax.pdf", "sub/fax.txt")]
+    # the same documents as the local runner's of the same files, but for where they came from
+    local = _json(root / "local")
+    for name in ("receipt.json", "book.json", "sub/fax.json"):
+        doc = json.loads(fs.cat_file(f"ocr/out/{name}"))
+        assert doc["pages"] == local[name]["pages"], name
+        assert doc["source"].startswith("s3://scans/in/") and doc["metadata"]["source_path"] == doc["source"]
+    with pymupdf.open(stream=fs.cat_file("ocr/out/book.pdf"), filetype="pdf") as searchable:  # made from a local copy of the source
+        assert len(searchable) == 2 and "마포점" in searchable[0].get_text()
+    assert sorted(fs.find("scans/in")) == ["scans/in/book.pdf", "scans/in/broken.pdf", "scans/in/notes.txt", "scans/in/receipt.png",
+                                           "scans/in/sub/fax.tiff"]
+    # resume: the done ones are skipped, the failed one is tried again; a changed object is redone
+    again = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
+                    RayOptions(workers=1, storage_options=options))
+    assert sorted((o.source, o.status) for o in again.outcomes) == [
+        ("s3://scans/in/book.pdf", "skipped"), ("s3://scans/in/broken.pdf", "failed"), ("s3://scans/in/receipt.png", "skipped"),
+        ("s3://scans/in/sub/fax.tiff", "skipped")]
+    fs.rm_file("scans/in/broken.pdf")
+    fs.put_file(str(SAMPLES / "dense-page.png"), "scans/in/receipt.png")
+    third = run_ray(["s3://scans/in/"], factory, _options("s3://ocr/out", formats=("json", "txt", "pdf"), model=str(taught.path)),
+                    RayOptions(workers=1, storage_options=options))
+    assert sorted((o.source, o.status) for o in third.outcomes) == [
+        ("s3://scans/in/book.pdf", "skipped"), ("s3://scans/in/receipt.png", "done"), ("s3://scans/in/sub/fax.tiff", "skipped")]
+    assert json.loads(fs.cat_file("ocr/out/receipt.json"))["pages"] == local["dense.json"]["pages"]
+
+
+def test_with_servers_the_model_actors_hold_the_server_backend(tmp_path, fake_servers):
+    """--server on Ray: the actors call the OpenAI-compatible servers through ServerBackend; the documents
+    equal the local runner's with the same servers (born-digital pages taken from the PDF's text with
+    --skip-text pass the model by), and each page is asked for once per run."""
+    from exporters.conftest import write_text_pdf
+    from varco_ocr.server import ServerBackend
+    from varco_ocr.testing.fake_server import SERVED_MODEL
+
+    server = fake_servers()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    _receipt_pdf(scans / "book.pdf", pages=3)
+    # one born-digital page (12 lines of text cover it) and one that is not
+    write_text_pdf(scans / "born.pdf", texts=[[f"{i + 1}. 서강대학교 백범로 35 Seoul report line {i + 1}" for i in range(12)], ["x"]],
+                   rotations=(0, 0))
+    shutil.copy(SAMPLES / "receipt.png", scans / "receipt.png")
+    options = dict(model=SERVED_MODEL, batch_size=4, dpi=40, text_mode="skip-text")
+    local = run([scans], ServerBackend([server.url], model=SERVED_MODEL), _options(tmp_path / "local", **options))
+    assert local.exit_code == 0 and len(server.requests) == 5  # the born-digital page was not sent
+    factory = functools.partial(ServerBackend, [server.url], model=SERVED_MODEL, concurrency=4)
+    summary = run_ray([scans], factory, _options(tmp_path / "ray", **options), RayOptions(workers=2))
+    assert sorted((Path(o.source).name, o.status, o.pages, o.pages_from_pdf) for o in summary.outcomes) == [
+        ("book.pdf", "done", 3, 0), ("born.pdf", "done", 2, 1), ("receipt.png", "done", 1, 0)]
+    assert len(server.requests) == 10
+    assert _json(tmp_path / "ray") == _json(tmp_path / "local")
+    assert [p.get("source") for p in _json(tmp_path / "ray")["born.json"]["pages"]] == ["pdf-text", None]
+    (word,) = Document.load(tmp_path / "ray" / "receipt.json").pages[0].words
+    assert word.text.startswith("W")  # the fake server's answer: the width of the image it was sent
+
+
+def test_listing_an_object_store_follows_the_local_rules(s3):
+    """No Ray needed: a prefix is listed recursively in path order with the supported suffixes, hidden
+    objects and the output prefix inside it left out, --glob applied, names that collide kept apart;
+    a source's identity is its URL, size and ETag; a planned output that is an input is refused."""
+    from varco_ocr.batch import LogIndex, _foreign_file
+    from varco_ocr.storage import Destination, list_sources
+
+    fs, options = s3
+    for name in ("a/x.png", "b/x.png", "b/x.pdf", "c.tiff", ".hidden/y.png", "notes.txt", "out/old.png"):
+        fs.pipe_file(f"scans/list/{name}", (SAMPLES / "receipt.png").read_bytes())
+    out = Destination("s3://scans/list/out", options)
+    listing = list_sources(["s3://scans/list/", "s3://scans/nothing-here"], None, out, (), options)
+    assert [(s.url, s.output_stem.as_posix()) for s in listing.files] == [
+        ("s3://scans/list/a/x.png", "a/x"), ("s3://scans/list/b/x.pdf", "b/x_pdf"), ("s3://scans/list/b/x.png", "b/x_png"),
+        ("s3://scans/list/c.tiff", "c")]
+    assert listing.skipped == [("s3://scans/list/notes.txt", "unsupported file type .txt")]
+    assert listing.missing == ["s3://scans/nothing-here"]
+    info = fs.info("scans/list/c.tiff")
+    assert listing.files[-1].identity == {"size": info["size"], "version": info["ETag"]}
+    assert [s.url for s in list_sources(["s3://scans/list/"], "*.pdf", out, (), options).files] == ["s3://scans/list/b/x.pdf"]
+    assert [s.url for s in list_sources(["s3://scans/list/a/*.png"], None, out, (), options).files] == ["s3://scans/list/a/x.png"]
+    inputs = frozenset(Path("scans/list/c.tiff").parents[0] / p for p in ("c.tiff",))
+    refused = _foreign_file([Path("scans/list/c.tiff")], "k", LogIndex(), inputs, True, exists=out.exists)
+    assert refused == "scans/list/c.tiff is an input of this run; it is never overwritten"
+    assert _foreign_file([Path("scans/list/notes.txt")], "k", LogIndex(), inputs, False, exists=out.exists).startswith(
+        "scans/list/notes.txt exists and was not written by varco-ocr")
+    assert _foreign_file([Path("scans/list/new.json")], "k", LogIndex(), inputs, False, exists=out.exists) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line
+# ------------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path, pythonpath: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "varco_ocr", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_cli_runs_a_folder_on_a_local_ray(tmp_path, taught):
+    """`varco-ocr scans -o out --ray local --workers 1`: a Ray of its own in the command (beside the
+    one this module runs), outputs and manifest records written."""
+    scans = tmp_path / "scans"
+    (scans / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLES / "receipt.png", scans / "receipt.png")
+    _receipt_pdf(scans / "sub" / "book.pdf", pages=1)
+    args = ["scans", "-o", "out", "--format", "json,txt", "--dpi", str(PDF_DPI), "--ray", "local", "--workers", "1", *taught.cli_args]
+    done = _cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    receipt = Document.load(tmp_path / "out" / "receipt.json")
+    assert receipt.source == "scans/receipt.png"  # named as given, as the local runner names it
+    assert [(w.text, w.bbox) for w in receipt.pages[0].words] == list(taught.page("receipt").words)
+    assert (tmp_path / "out" / "sub" / "book.txt").read_text(encoding="utf-8") == (tmp_path / "out" / "receipt.txt").read_text(encoding="utf-8")
+    assert len([r for r in _manifest(tmp_path / "out") if r["status"] == "done"]) == 2
+
+
+def test_cli_with_servers_on_a_local_ray(tmp_path, fake_servers):
+    """`--ray local --server URL`: the driver finds the served model, the actors call the server with it."""
+    from varco_ocr.testing.fake_server import SERVED_MODEL
+
+    server = fake_servers()
+    (tmp_path / "scans").mkdir()
+    shutil.copy(SAMPLES / "receipt.png", tmp_path / "scans" / "receipt.png")
+    _receipt_pdf(tmp_path / "scans" / "book.pdf", pages=2)
+    done = _cli("scans", "-o", "out", "--format", "json", "--dpi", "40", "--ray", "local", "--workers", "2",
+                "--server", server.url, "--concurrency", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(server.requests) == 3 and {r["model"] for r in server.requests} == {SERVED_MODEL}
+    book = Document.load(tmp_path / "out" / "book.json")
+    assert book.model == SERVED_MODEL and [len(p.words) for p in book.pages] == [1, 1]
+
+
+def test_cli_one_line_errors(tmp_path):
+    (tmp_path / "scans").mkdir()
+    shutil.copy(SAMPLES / "receipt.png", tmp_path / "scans" / "receipt.png")
+    no_ray = tmp_path / "no-ray" / "ray"
+    no_ray.mkdir(parents=True)
+    (no_ray / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\", name='ray')\n")
+    cases = [
+        (("s3://bucket/scans/", "-o", "out"), (), "s3://bucket/scans/: a URL as input or output needs --ray (e.g. --ray local)"),
+        (("scans", "-o", "gs://bucket/out"), (), "gs://bucket/out: a URL as input or output needs --ray (e.g. --ray local)"),
+        (("scans", "--ray", "local"), (), "--ray writes its results to an output folder or URL: give -o"),
+        (("scans", "-o", "out", "--ray", "somewhere"), (), "--ray takes local, auto or a ray:// address, not 'somewhere'"),
+        (("scans", "-o", "out", "--ray", "local"), (str(no_ray.parent),),
+         '--ray needs Ray Data and fsspec (ray is not installed): pip install "varco-ocr[ray]"'),
+    ]
+    for args, pythonpath, message in cases:
+        done = _cli(*args, cwd=tmp_path, pythonpath=pythonpath)
+        assert (done.returncode, done.stderr) == (2, f"varco-ocr: {message}\n"), args
+    assert not (tmp_path / "out").exists()
