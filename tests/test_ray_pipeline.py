@@ -372,6 +372,9 @@ def test_cli_one_line_errors(tmp_path):
     no_ray = tmp_path / "no-ray" / "ray"
     no_ray.mkdir(parents=True)
     (no_ray / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\", name='ray')\n")
+    no_s3fs = tmp_path / "no-s3fs" / "s3fs"
+    no_s3fs.mkdir(parents=True)
+    (no_s3fs / "__init__.py").write_text("raise ImportError(\"No module named 's3fs'\", name='s3fs')\n")
     cases = [
         (("s3://bucket/scans/", "-o", "out"), (), "s3://bucket/scans/: a URL as input or output needs --ray (e.g. --ray local)"),
         (("scans", "-o", "gs://bucket/out"), (), "gs://bucket/out: a URL as input or output needs --ray (e.g. --ray local)"),
@@ -379,11 +382,14 @@ def test_cli_one_line_errors(tmp_path):
         (("scans", "-o", "out", "--ray", "somewhere"), (), "--ray takes local, auto or a ray:// address, not 'somewhere'"),
         (("scans", "-o", "out", "--ray", "local"), (str(no_ray.parent),),
          '--ray needs Ray Data and fsspec (ray is not installed): pip install "varco-ocr[ray]"'),
+        (("s3://bucket/scans/", "-o", "out", "--ray", "local"), (str(no_s3fs.parent),),
+         'Install s3fs to access S3 (e.g. pip install "varco-ocr[s3]")'),
     ]
     for args, pythonpath, message in cases:
         done = _cli(*args, cwd=tmp_path, pythonpath=pythonpath)
         assert (done.returncode, done.stderr) == (2, f"varco-ocr: {message}\n"), args
-    assert not (tmp_path / "out").exists()
+    # nothing written: at most the empty folder, made when the output was checked before listing a store
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -233,6 +233,8 @@ def list_sources(inputs: Sequence[str | os.PathLike], glob: str | None = None, o
         except FileNotFoundError:
             listing.missing.append(public_url(url))
             continue
+        except ImportError:  # the store's fsspec back end is not installed: the caller names the extra
+            raise
         except Exception as e:  # noqa: BLE001 - each store raises its own kinds (403, no endpoint, bad URL)
             scrub = Scrubber.for_run(inputs, storage_options)
             raise StorageError(scrub(f"{public_url(url)}: cannot be listed ({type(e).__name__}: {e})")) from None
