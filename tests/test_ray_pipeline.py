@@ -555,7 +555,7 @@ def test_a_store_that_never_answers_stops_the_run_in_one_line(monkeypatch):
 def test_listing_odd_object_names(s3):
     """An object whose name holds glob characters is that object when named; a pattern matching
     nothing is reported missing (as the shell leaves it), not an empty success; an object directly in
-    the output prefix is read, as locally (`varco-ocr scan.png -o .`)."""
+    the output prefix is read, as locally (`varco-ocr scan.png -o .`); folder markers are no files."""
     from varco_ocr.storage import Destination, list_sources
 
     fs, options = s3
@@ -565,6 +565,9 @@ def test_listing_odd_object_names(s3):
     for name in ("scan[1].png", "what?.png", "a b #2 ü.png"):
         listing = list_sources([f"s3://scans/odd/{name}"], None, out, (), options)
         assert [s.url for s in listing.files] == [f"s3://scans/odd/{name}"] and not listing.refused, name
+    fs.pipe_file("scans/odd/folder/", b"")  # folder markers: an empty "folder" is empty, not an unsupported file
+    fs.pipe_file("scans/odd-empty/", b"")
+    assert [len(list_sources([f"s3://scans/{p}/"], None, out, (), options).skipped) for p in ("odd", "odd-empty")] == [0, 0]
     nothing = list_sources(["s3://scans/odd/*.tiff"], None, out, (), options)
     assert (nothing.files, nothing.missing) == ([], ["s3://scans/odd/*.tiff"])
     assert [s.url for s in list_sources(["s3://scans/odd/scan*.png"], None, out, (), options).files] == ["s3://scans/odd/scan[1].png"]

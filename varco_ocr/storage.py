@@ -257,6 +257,8 @@ def list_sources(inputs: Sequence[str | os.PathLike], glob: str | None = None, o
             continue
         prune = out_prefix is not None and out_prefix.rstrip("/") != base and out_prefix.startswith(base + "/")
         for p in sorted(entries, key=lambda p: PurePosixPath(p).relative_to(base).as_posix()):
+            if p.endswith("/"):
+                continue  # a folder marker (a console's "Create folder"), not a document
             rel = PurePosixPath(p).relative_to(base)
             if any(part.startswith(".") for part in rel.parts):
                 continue  # hidden objects, among them the manifest (.varco-ocr/)
