@@ -515,6 +515,7 @@ def test_cli_a_store_that_refuses_or_is_not_there(tmp_path, refusing_s3):
         (("scans", "-o", "s3://ocr/out"), refusing_s3, "varco-ocr: output location s3://ocr/out is not writable (PermissionError: "),
         (("s3://scans/in/", "-o", "out"), refusing_s3, "varco-ocr: s3://scans/in/: cannot be listed (PermissionError: "),
         (("s3://scans/in/", "-o", "out"), closed, "varco-ocr: s3://scans/in/: cannot be listed (EndpointConnectionError: "),
+        (("scans", "-o", f"s3://AKIAEXAMPLEID:{secret}@ocr/out"), refusing_s3, "varco-ocr: output location s3://***@ocr/out is not writable ("),
     ]
     for args, endpoint, start in cases:
         env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEID", "AWS_SECRET_ACCESS_KEY": secret,

@@ -258,7 +258,9 @@ def _run_on_ray(inputs: List[str], options, factory, ray: str, workers: int) -> 
     except ImportError as e:  # an object store whose fsspec back end is not installed
         raise fail(f"{e} (e.g. pip install \"varco-ocr[s3]\")")
     except (OSError, ValueError) as e:  # the store refused (credentials, no such bucket) before any work
-        raise fail(f"{type(e).__name__}: {e}")
+        from varco_ocr.storage import Scrubber, one_line
+
+        raise fail(one_line(Scrubber.for_run([*inputs, str(options.out_dir)], {})(f"{type(e).__name__}: {e}")))
     return summary.exit_code
 
 

@@ -50,7 +50,7 @@ from varco_ocr.batch import (
 from varco_ocr.errors import VarcoOCRError
 from varco_ocr.exporters import NEEDS_SOURCE
 from varco_ocr.inputs import InputFile, PageImage, selected_pages
-from varco_ocr.storage import Destination, Manifest, Scrubber, Source, is_url, list_sources, local_copy
+from varco_ocr.storage import Destination, Manifest, Scrubber, Source, is_url, list_sources, local_copy, one_line
 
 INSTALL_HINT = 'pip install "varco-ocr[ray]"'
 # Blocks of about one page (a 300-dpi A4 page is 26 MB of RGB): Ray Data splits a render task's
@@ -113,7 +113,7 @@ class _Render:
                 for event in batch.document_events(doc_no, local, self.options):
                     yield self._event_row(event, str(local), url)
         except Exception as e:  # noqa: BLE001 - the copy failed (object gone, no permission): this document fails
-            yield _row(doc_no, "failed", self.scrub(f"{url}: cannot be read ({type(e).__name__}: {e})"))
+            yield _row(doc_no, "failed", one_line(self.scrub(f"{url}: cannot be read ({type(e).__name__}: {e})")))
 
     @staticmethod
     def _event_row(event: Any, local: str, url: str) -> dict[str, Any]:

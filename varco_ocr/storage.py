@@ -82,6 +82,11 @@ class StorageError(VarcoOCRError):
     """A store refused or could not be reached while listing the inputs (one line, secrets removed)."""
 
 
+def one_line(text: str) -> str:
+    """A store's message on one line (botocore's validation errors span several)."""
+    return " ".join(text.split())
+
+
 def public_url(url: str) -> str:
     """``url`` as it may be shown and recorded (Document.source, the manifest, messages): the user
     and password of ``scheme://user:pass@host/...`` replaced by ``***``, and for http(s) the query
@@ -237,7 +242,7 @@ def list_sources(inputs: Sequence[str | os.PathLike], glob: str | None = None, o
             raise
         except Exception as e:  # noqa: BLE001 - each store raises its own kinds (403, no endpoint, bad URL)
             scrub = Scrubber.for_run(inputs, storage_options)
-            raise StorageError(scrub(f"{public_url(url)}: cannot be listed ({type(e).__name__}: {e})")) from None
+            raise StorageError(one_line(scrub(f"{public_url(url)}: cannot be listed ({type(e).__name__}: {e})"))) from None
         out_prefix = out.root.rstrip("/") + "/" if out is not None and not out.local and out.protocol == _protocol(url) else None
         if isinstance(entries, dict) and "name" in entries:  # one object, named exactly
             info = entries
@@ -396,7 +401,7 @@ class Destination:
             within(STORE_TIMEOUT, write_and_remove, "write probe")
         except Exception as e:  # noqa: BLE001 - each store raises its own kinds
             scrub = Scrubber.for_run([self.url], self.storage_options)
-            raise OutputFolderError(scrub(f"output location {public_url(self.url)} is not writable ({type(e).__name__}: {e})")) from None
+            raise OutputFolderError(one_line(scrub(f"output location {public_url(self.url)} is not writable ({type(e).__name__}: {e})"))) from None
 
     def upload(self, local_file: Path, path: Path) -> None:
         """One output file to its final key in one upload (see the module doc for why that is atomic)."""
