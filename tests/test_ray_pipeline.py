@@ -623,3 +623,20 @@ def test_a_damaged_or_stale_manifest_never_marks_a_document_done(s3, factory, ta
         assert record(name)["status"] == "done"
         assert [w.text for w in Document.from_dict(json.loads(fs.cat_file(f"ocr/man/{name}.json"))).pages[0].words] == words
         assert fs.cat_file(f"ocr/man/{name}.txt").decode("utf-8").strip()
+
+
+def test_public_names_and_the_scrubber():
+    """Pure rules: credentials (user:password, an http user or presigned query) are masked; a store's
+    `?`/`#` are key characters; Azure's container@account is a name, not a secret."""
+    from varco_ocr.storage import Scrubber, public_url
+
+    assert public_url("https://user:pw-123@host/a/scan.png?X-Amz-Signature=abc&flag") == "https://***@host/a/scan.png?X-Amz-Signature=***&flag"
+    assert public_url("https://token-1234@host/scan.png") == "https://***@host/scan.png"
+    assert public_url("s3://AKID:secret-42@bucket/x.png") == "s3://***@bucket/x.png"
+    assert public_url("s3://bucket/q?x=1#2.png") == "s3://bucket/q?x=1#2.png"
+    azure = "abfs://scans@account.dfs.core.windows.net/a.png"
+    assert public_url(azure) == azure
+    scrub = Scrubber.for_run(["https://user:pw-123@host/x.png", azure], {"secret": "opt-secret-9", "key": "AKIDKEY1",
+                                                                           "client_kwargs": {"endpoint_url": "http://h"}})
+    message = f"{azure}: failed; http://user:pw-123@host/x.png said pw-123, opt-secret-9, AKIDKEY1 and http://other:zz@h/"
+    assert scrub(message) == f"{azure}: failed; http://***@host/x.png said ***, ***, *** and http://***@h/"

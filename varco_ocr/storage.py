@@ -45,6 +45,16 @@ _SECRET_OPTION = re.compile(r"secret|token|password|passwd|credential|sas|accoun
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_ACCOUNT_KEY",
               "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING", "AZURE_CLIENT_SECRET")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@")
+# Azure's URLs name ``container@account`` where others put credentials: not a secret there
+# (unless it holds a ``:``, as ``user:password`` does).
+_AZURE = ("abfs", "abfss", "az", "adl", "wasb", "wasbs")
+
+
+def _credentials(url: str) -> "re.Match[str] | None":
+    m = _USERINFO.match(url)
+    if m is None or (m.group(1)[:-3].lower() in _AZURE and ":" not in m.group(2)):
+        return None
+    return m
 REDACTED = "***"
 # The longest the driver waits for a store to answer one step before any work (the write probe,
 # listing one input): a store that accepts connections and never answers would otherwise hold the
@@ -92,7 +102,10 @@ def public_url(url: str) -> str:
     and password of ``scheme://user:pass@host/...`` replaced by ``***``, and for http(s) the query
     string's values too (a presigned URL's signature is a credential). The URL itself, with them,
     is only used to open the source."""
-    text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", str(url))
+    text = str(url)
+    m = _credentials(text)
+    if m is not None:
+        text = m.group(1) + REDACTED + "@" + text[m.end():]
     if text.split("://", 1)[0].lower() in ("http", "https") and "?" in text:
         base, query = text.split("?", 1)
         text = base + "?" + "&".join(part.split("=", 1)[0] + ("=" + REDACTED if "=" in part else "") for part in query.split("&"))
@@ -112,7 +125,7 @@ def object_name(location: str) -> PurePosixPath:
 def url_secrets(url: str) -> list[str]:
     """The credentials written into ``url`` (see public_url), for ``Scrubber``."""
     found: list[str] = []
-    m = _USERINFO.match(str(url))
+    m = _credentials(str(url))
     if m:
         found.append(m.group(2))
         found.extend(part for part in m.group(2).split(":", 1)[1:])
@@ -147,7 +160,7 @@ class Scrubber:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@", lambda m: m.group(1) + REDACTED + "@", text)
+        return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s'\"]*@", lambda m: public_url(m.group(0) + "x")[:-1], text)
 
 
 def is_url(location: str | os.PathLike) -> bool:
