@@ -556,7 +556,8 @@ def test_a_store_that_never_answers_stops_the_run_in_one_line(monkeypatch):
 def test_listing_odd_object_names(s3):
     """An object whose name holds glob characters is that object when named; a pattern matching
     nothing is reported missing (as the shell leaves it), not an empty success; an object directly in
-    the output prefix is read, as locally (`varco-ocr scan.png -o .`); folder markers are no files."""
+    the output prefix is read, as locally (`varco-ocr scan.png -o .`); folder markers are no files; a
+    key with a `..` segment is named as skipped, not dropped in silence."""
     from varco_ocr.storage import Destination, list_sources
 
     fs, options = s3
@@ -566,6 +567,11 @@ def test_listing_odd_object_names(s3):
     for name in ("scan[1].png", "what?.png", "a b #2 ü.png"):
         listing = list_sources([f"s3://scans/odd/{name}"], None, out, (), options)
         assert [s.url for s in listing.files] == [f"s3://scans/odd/{name}"] and not listing.refused, name
+    fs.pipe_file("scans/dots/a/../x.png", (SAMPLES / "receipt.png").read_bytes())  # keys are literal: no folder is climbed
+    dots = list_sources(["s3://scans/dots/"], None, None, (), options)
+    assert (dots.files, dots.skipped) == ([], [("s3://scans/dots/a/../x.png", "a '..' in its name; name it alone to read it")])
+    (alone,) = list_sources(["s3://scans/dots/a/../x.png"], None, None, (), options).files
+    assert (alone.url, alone.output_stem.as_posix()) == ("s3://scans/dots/a/../x.png", "x")
     fs.pipe_file("scans/odd/folder/", b"")  # folder markers: an empty "folder" is empty, not an unsupported file
     fs.pipe_file("scans/odd-empty/", b"")
     assert [len(list_sources([f"s3://scans/{p}/"], None, out, (), options).skipped) for p in ("odd", "odd-empty")] == [0, 0]

@@ -278,6 +278,9 @@ def list_sources(inputs: Sequence[str | os.PathLike], glob: str | None = None, o
             if p.endswith("/"):
                 continue  # a folder marker (a console's "Create folder"), not a document
             rel = PurePosixPath(p).relative_to(base)
+            if ".." in rel.parts:  # a literal key segment: as an output path it would climb out of the output folder
+                listing.skipped.append((public_url(fs.unstrip_protocol(p)), "a '..' in its name; name it alone to read it"))
+                continue
             if any(part.startswith(".") for part in rel.parts):
                 continue  # hidden objects, among them the manifest (.varco-ocr/)
             if (prune and p.startswith(out_prefix or "")) or fs.unstrip_protocol(p) in excluded:
