@@ -525,3 +525,20 @@ def test_ctrl_c_during_a_documents_bookkeeping_takes_effect_after_it():
         thread.join()
     assert done == ["record, summary and progress written"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_log_records_of_another_shape_are_ignored_not_a_traceback(tmp_path, backend):
+    """Run-log lines that parse as JSON but have other field types (another version, a hand edit):
+    ignored, as an unparsable line is, so their document is redone; the run does not stop. The same
+    reader (LogIndex) serves the Ray run's manifest."""
+    src = _png(tmp_path / "in" / "x.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    key = str(src.resolve())
+    bad = [{"source": str(src), "source_path": key, "status": "done", "outputs_by_format": ["x.json"]},
+           {"source": str(src), "source_path": key, "event": "writing", "outputs": 5},
+           {"source": str(src), "source_path": key, "status": "done", "outputs_by_format": {"json": [None]}},
+           {"source": ["x.png"], "status": "done"}]
+    (out / LOG_NAME).write_text("".join(json.dumps(r) + "\n" for r in bad), encoding="utf-8")
+    summary = run([src], backend, _opts(out, ("json",)))
+    assert [(o.status, o.outputs) for o in summary.outcomes] == [("done", ["x.json"])]

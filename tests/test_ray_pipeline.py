@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pymupdf
@@ -326,8 +327,8 @@ def test_listing_an_object_store_follows_the_local_rules(s3):
 # ------------------------------------------------------------------------------------------------
 
 
-def _cli(*args: str, cwd: Path, pythonpath: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, str(REPO), os.environ.get("PYTHONPATH", "")])}
+def _cli(*args: str, cwd: Path, pythonpath: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([*pythonpath, str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "varco_ocr", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600, env=env)
 
@@ -371,6 +372,9 @@ def test_cli_one_line_errors(tmp_path):
     no_ray = tmp_path / "no-ray" / "ray"
     no_ray.mkdir(parents=True)
     (no_ray / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\", name='ray')\n")
+    no_s3fs = tmp_path / "no-s3fs" / "s3fs"
+    no_s3fs.mkdir(parents=True)
+    (no_s3fs / "__init__.py").write_text("raise ImportError(\"No module named 's3fs'\", name='s3fs')\n")
     cases = [
         (("s3://bucket/scans/", "-o", "out"), (), "s3://bucket/scans/: a URL as input or output needs --ray (e.g. --ray local)"),
         (("scans", "-o", "gs://bucket/out"), (), "gs://bucket/out: a URL as input or output needs --ray (e.g. --ray local)"),
@@ -378,8 +382,267 @@ def test_cli_one_line_errors(tmp_path):
         (("scans", "-o", "out", "--ray", "somewhere"), (), "--ray takes local, auto or a ray:// address, not 'somewhere'"),
         (("scans", "-o", "out", "--ray", "local"), (str(no_ray.parent),),
          '--ray needs Ray Data and fsspec (ray is not installed): pip install "varco-ocr[ray]"'),
+        (("s3://bucket/scans/", "-o", "out", "--ray", "local"), (str(no_s3fs.parent),),
+         'Install s3fs to access S3 (e.g. pip install "varco-ocr[s3]")'),
     ]
     for args, pythonpath, message in cases:
         done = _cli(*args, cwd=tmp_path, pythonpath=pythonpath)
         assert (done.returncode, done.stderr) == (2, f"varco-ocr: {message}\n"), args
-    assert not (tmp_path / "out").exists()
+    # nothing written: at most the empty folder, made when the output was checked before listing a store
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# A hostile user (issue 15): credentials, refusing stores, odd names, damaged manifests
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_source():
+    """A local HTTP server that serves the receipt at /scan.png to user:Pa55word-9x only (401 to
+    anyone else, 404 for other paths); yields its base URL without credentials."""
+    import base64
+    import http.server
+
+    body = (SAMPLES / "receipt.png").read_bytes()
+    allowed = "Basic " + base64.b64encode(b"user:Pa55word-9x").decode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.do_GET(send_body=False)
+
+        def do_GET(self, send_body: bool = True) -> None:
+            if self.headers.get("Authorization") != allowed:
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if self.path.split("?")[0] != "/scan.png":
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_credentials_in_an_input_url_are_never_shown_or_written(http_source, tmp_path, factory, taught):
+    """`https://user:pass@host/scan.png` (and a presigned URL's query) is opened with its credentials
+    but named without them: in Document.source and metadata, the manifest, every output and the summary."""
+    from varco_ocr.storage import list_sources
+
+    secret = "Pa55word-9x"
+    url = f"http://user:{secret}@{http_source}/scan.png?X-Amz-Signature=sig-0123456789abcdef"
+    out = tmp_path / "out"
+    summary = run_ray([url, f"http://user:{secret}@{http_source}/gone.png"], factory,
+                      _options(out, formats=("json", "txt", "hocr", "alto"), model=str(taught.path)), RayOptions(workers=1))
+    shown = f"http://***@{http_source}/scan.png?X-Amz-Signature=***"
+    assert sorted((o.source, o.status) for o in summary.outcomes) == [
+        (f"http://***@{http_source}/gone.png", "failed"), (shown, "done")]
+    doc = Document.load(out / "scan.json")
+    assert doc.source == shown and doc.metadata["source_path"] == shown
+    assert [w.text for w in doc.pages[0].words] == [t for t, _ in taught.page("receipt").words]  # read with the credentials
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) == 5  # 4 outputs and the manifest record (a source not found has none)
+    for p in files:
+        data = p.read_bytes()
+        assert secret.encode() not in data and b"sig-0123456789abcdef" not in data, p
+    text = repr([(o.source, o.error, o.page_errors, o.page_warnings) for o in summary.outcomes]) + repr(summary.notes)
+    assert secret not in text and "sig-0123456789abcdef" not in text
+    # refused credentials: fsspec's HTTP file system says "not found" (exit 1, as a missing file), without them
+    wrong = list_sources([f"http://user:wrong-{secret}@{http_source}/scan.png"])
+    assert (wrong.files, wrong.missing) == ([], [f"http://***@{http_source}/scan.png"])
+
+
+@pytest.fixture
+def refusing_s3():
+    """An S3 endpoint that answers every request with 403 AccessDenied (a store refusing the credentials)."""
+    import http.server
+
+    body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message>'
+            b"<RequestId>1</RequestId></Error>")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def _refuse(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _refuse
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_cli_a_store_that_refuses_or_is_not_there(tmp_path, refusing_s3):
+    """The secret in the environment never shows; a 403 on the output or on the inputs, and an endpoint
+    where nothing listens: one line, exit code 2 (as an unwritable output folder), no traceback, no Ray started."""
+    import socket
+
+    (tmp_path / "scans").mkdir()
+    shutil.copy(SAMPLES / "receipt.png", tmp_path / "scans" / "receipt.png")
+    secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cases = [
+        (("scans", "-o", "s3://ocr/out"), refusing_s3, "varco-ocr: output location s3://ocr/out is not writable (PermissionError: "),
+        (("s3://scans/in/", "-o", "out"), refusing_s3, "varco-ocr: s3://scans/in/: cannot be listed (PermissionError: "),
+        (("s3://scans/in/", "-o", "out"), closed, "varco-ocr: s3://scans/in/: cannot be listed (EndpointConnectionError: "),
+        (("scans", "-o", f"s3://AKIAEXAMPLEID:{secret}@ocr/out"), refusing_s3, "varco-ocr: output location s3://***@ocr/out is not writable ("),
+    ]
+    for args, endpoint, start in cases:
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEID", "AWS_SECRET_ACCESS_KEY": secret,
+               "AWS_MAX_ATTEMPTS": "1"}
+        done = _cli(*args, "--ray", "local", cwd=tmp_path, env=env)
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        assert done.stderr.startswith(start) and done.stderr.count("\n") == 1, (args, done.stderr[-2000:])
+        assert secret not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.json"))
+
+
+def test_a_store_that_never_answers_stops_the_run_in_one_line(monkeypatch):
+    """An endpoint that accepts connections and never answers: the write probe and the listing give
+    up after STORE_TIMEOUT with one line (before: s3fs and botocore retried for over 9 minutes)."""
+    import socket
+
+    from varco_ocr import storage
+    from varco_ocr.batch import OutputFolderError
+
+    monkeypatch.setattr(storage, "STORE_TIMEOUT", 1.0)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)  # connections queue up, nothing is ever read or answered
+    options = {"key": "k", "secret": "never-shown-secret", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{hole.getsockname()[1]}"}}
+    try:
+        started = time.monotonic()
+        with pytest.raises(OutputFolderError) as refused:
+            storage.Destination("s3://ocr/out", options).prepare()
+        assert str(refused.value) == "output location s3://ocr/out is not writable (TimeoutError: write probe: no answer within 1 s)"
+        with pytest.raises(storage.StorageError) as unlisted:
+            storage.list_sources(["s3://scans/in/"], storage_options=options)
+        assert str(unlisted.value) == "s3://scans/in/: cannot be listed (TimeoutError: listing: no answer within 1 s)"
+        assert time.monotonic() - started < 10
+    finally:
+        hole.close()
+
+
+def test_listing_odd_object_names(s3):
+    """An object whose name holds glob characters is that object when named; a pattern matching
+    nothing is reported missing (as the shell leaves it), not an empty success; an object directly in
+    the output prefix is read, as locally (`varco-ocr scan.png -o .`); folder markers are no files; a
+    key with a `..` segment is named as skipped, not dropped in silence."""
+    from varco_ocr.storage import Destination, list_sources
+
+    fs, options = s3
+    for name in ("scan[1].png", "what?.png", "a b #2 ü.png"):
+        fs.pipe_file(f"scans/odd/{name}", (SAMPLES / "receipt.png").read_bytes())
+    out = Destination("s3://scans/odd", options)
+    for name in ("scan[1].png", "what?.png", "a b #2 ü.png"):
+        listing = list_sources([f"s3://scans/odd/{name}"], None, out, (), options)
+        assert [s.url for s in listing.files] == [f"s3://scans/odd/{name}"] and not listing.refused, name
+    fs.pipe_file("scans/dots/a/../x.png", (SAMPLES / "receipt.png").read_bytes())  # keys are literal: no folder is climbed
+    dots = list_sources(["s3://scans/dots/"], None, None, (), options)
+    assert (dots.files, dots.skipped) == ([], [("s3://scans/dots/a/../x.png", "a '..' in its name; name it alone to read it")])
+    (alone,) = list_sources(["s3://scans/dots/a/../x.png"], None, None, (), options).files
+    assert (alone.url, alone.output_stem.as_posix()) == ("s3://scans/dots/a/../x.png", "x")
+    fs.pipe_file("scans/odd/folder/", b"")  # folder markers: an empty "folder" is empty, not an unsupported file
+    fs.pipe_file("scans/odd-empty/", b"")
+    assert [len(list_sources([f"s3://scans/{p}/"], None, out, (), options).skipped) for p in ("odd", "odd-empty")] == [0, 0]
+    nothing = list_sources(["s3://scans/odd/*.tiff"], None, out, (), options)
+    assert (nothing.files, nothing.missing) == ([], ["s3://scans/odd/*.tiff"])
+    assert [s.url for s in list_sources(["s3://scans/odd/scan*.png"], None, out, (), options).files] == ["s3://scans/odd/scan[1].png"]
+
+
+def test_a_damaged_or_stale_manifest_never_marks_a_document_done(s3, factory, taught):
+    """Records that are not JSON, cut short, from another version (other field types), for other
+    options, for outputs deleted since, or left by a run killed mid-document (a `writing` record,
+    outputs partly uploaded): none is reported skipped, and the run does not stop. Those whose
+    outputs the manifest still shows ours are read again; those whose record is unreadable fail
+    with the --overwrite advice, their outputs kept (their writer is unknown, as a foreign file's).
+    An intact one is skipped."""
+    from varco_ocr.storage import Destination, Manifest
+
+    fs, options = s3
+    names = ["junk", "cut", "other-version", "other-options", "deleted", "killed", "intact"]
+    for name in names:
+        fs.pipe_file(f"scans/man/{name}.png", (SAMPLES / "receipt.png").read_bytes())
+    opts = _options("s3://ocr/man", formats=("json", "txt"), model=str(taught.path))
+    first = run_ray(["s3://scans/man/"], factory, opts, RayOptions(workers=1, storage_options=options))
+    assert {o.status for o in first.outcomes} == {"done"}
+    manifest = Manifest(Destination("s3://ocr/man", options))
+    before = {name: fs.cat_file(f"ocr/man/{name}.json") for name in names}
+
+    def record_path(name: str) -> str:
+        return str(manifest.path_for(f"s3://scans/man/{name}.png"))
+
+    def record(name: str) -> dict:
+        return json.loads(fs.cat_file(record_path(name)))
+
+    fs.pipe_file(record_path("junk"), b"\x00not json")
+    fs.pipe_file(record_path("cut"), fs.cat_file(record_path("cut"))[:40])
+    fs.pipe_file(record_path("other-version"), json.dumps({**record("other-version"), "outputs_by_format": ["other-version.json"]}).encode())
+    fs.pipe_file(record_path("other-options"), json.dumps({**record("other-options"), "fingerprint": "0123456789abcdef"}).encode())
+    fs.rm_file("ocr/man/deleted.txt")
+    killed = record("killed")
+    fs.pipe_file(record_path("killed"), json.dumps({"event": "writing", "source": killed["source"], "source_path": killed["source_path"],
+                                                    "outputs": ["killed.json", "killed.txt"]}).encode())
+    fs.rm_file("ocr/man/killed.txt")  # the json was uploaded, the txt not yet
+    second = run_ray(["s3://scans/man/"], factory, opts, RayOptions(workers=1, storage_options=options))
+    damaged = ["junk", "cut", "other-version"]  # who wrote their outputs is unknown now: kept, never replaced
+    assert sorted((o.source.rsplit("/", 1)[1], o.status) for o in second.outcomes) == sorted(
+        [(f"{n}.png", "skipped" if n == "intact" else "failed" if n in damaged else "done") for n in names])
+    for o in second.outcomes:
+        if o.status == "failed":
+            assert o.error.endswith("not replaced (use --overwrite to replace it)") and "\n" not in o.error
+    assert second.exit_code == 1
+    for name in damaged:  # left as they were
+        assert fs.cat_file(f"ocr/man/{name}.json") == before[name]
+    words = [t for t, _ in taught.page("receipt").words]
+    for name in set(names) - set(damaged):
+        assert record(name)["status"] == "done"
+        assert [w.text for w in Document.from_dict(json.loads(fs.cat_file(f"ocr/man/{name}.json"))).pages[0].words] == words
+        assert fs.cat_file(f"ocr/man/{name}.txt").decode("utf-8").strip()
+
+
+def test_public_names_and_the_scrubber():
+    """Pure rules: credentials (user:password, an http user or presigned query) are masked; a store's
+    `?`/`#` are key characters; Azure's container@account is a name, not a secret."""
+    from varco_ocr.storage import Scrubber, public_url
+
+    assert public_url("https://user:pw-123@host/a/scan.png?X-Amz-Signature=abc&flag") == "https://***@host/a/scan.png?X-Amz-Signature=***&flag"
+    assert public_url("https://token-1234@host/scan.png") == "https://***@host/scan.png"
+    assert public_url("s3://AKID:secret-42@bucket/x.png") == "s3://***@bucket/x.png"
+    assert public_url("s3://bucket/q?x=1#2.png") == "s3://bucket/q?x=1#2.png"
+    azure = "abfs://scans@account.dfs.core.windows.net/a.png"
+    assert public_url(azure) == azure
+    scrub = Scrubber.for_run(["https://user:pw-123@host/x.png", azure], {"secret": "opt-secret-9", "key": "AKIDKEY1",
+                                                                           "client_kwargs": {"endpoint_url": "http://h"}})
+    message = f"{azure}: failed; http://user:pw-123@host/x.png said pw-123, opt-secret-9, AKIDKEY1 and http://other:zz@h/"
+    assert scrub(message) == f"{azure}: failed; http://***@host/x.png said ***, ***, *** and http://***@h/"

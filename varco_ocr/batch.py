@@ -239,7 +239,7 @@ class RunLog:
 
     def last_records(self) -> dict[str, dict[str, Any]]:
         """The last outcome record of each source (by ``source_key``)."""
-        return {_record_key(rec): rec for rec in self.records() if rec.get("source") and "status" in rec}
+        return {_record_key(rec): rec for rec in self.records() if _well_formed(rec) and "status" in rec}
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record, whole or not at all: one ``os.write`` of the encoded line on an
@@ -302,7 +302,7 @@ class LogIndex:
         """The index of records in order (the run log's lines, or the Ray run's manifest records)."""
         index = cls()
         for rec in records:
-            if not rec.get("source"):
+            if not _well_formed(rec):
                 continue
             key = _record_key(rec)
             if rec.get("event") == "writing":
@@ -315,6 +315,26 @@ class LogIndex:
             for rel in rels:
                 index.writers[out_root / rel] = key
         return index
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _well_formed(rec: Any) -> bool:
+    """Whether a record has the fields resume relies on, with their types. A record from another
+    version, edited by hand or otherwise damaged is ignored (its document is redone) rather than
+    stopping the run with a traceback."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("source"), str) or not rec["source"]:
+        return False
+    if not isinstance(rec.get("source_path", ""), (str, type(None))):
+        return False
+    if rec.get("event") == "writing":
+        return rec.get("outputs") is None or _is_str_list(rec["outputs"])
+    by_format = rec.get("outputs_by_format")
+    if by_format is not None and not (isinstance(by_format, dict) and all(isinstance(k, str) and _is_str_list(v) for k, v in by_format.items())):
+        return False
+    return isinstance(rec.get("status", ""), str) and isinstance(rec.get("fingerprint", ""), (str, type(None)))
 
 
 def is_complete(record: dict[str, Any] | None, fingerprint: str, formats: Sequence[str], out_dir: Path,

@@ -238,6 +238,7 @@ def _run_on_ray(inputs: List[str], options, factory, ray: str, workers: int) -> 
     """`ocr --ray`: the batch on Ray Data (varco_ocr.ray_pipeline), inputs and -o as paths or URLs.
     ``factory`` builds the backend in each model actor (picklable)."""
     from varco_ocr import batch, ray_pipeline
+    from varco_ocr.storage import StorageError
 
     if ray not in ("local", "auto") and not ray.startswith("ray://"):
         raise fail(f"--ray takes local, auto or a ray:// address, not {ray!r}")
@@ -252,12 +253,14 @@ def _run_on_ray(inputs: List[str], options, factory, ray: str, workers: int) -> 
     ray_options = ray_pipeline.RayOptions(address=None if ray == "local" else ray, workers=workers)
     try:
         summary = ray_pipeline.run_ray(inputs, factory, options, ray_options)
-    except (batch.OutputFolderError, batch.BackendUnavailable) as e:
+    except (batch.OutputFolderError, batch.BackendUnavailable, StorageError) as e:
         raise fail(cli_message(e), EXIT_USAGE)
     except ImportError as e:  # an object store whose fsspec back end is not installed
         raise fail(f"{e} (e.g. pip install \"varco-ocr[s3]\")")
     except (OSError, ValueError) as e:  # the store refused (credentials, no such bucket) before any work
-        raise fail(f"{type(e).__name__}: {e}")
+        from varco_ocr.storage import Scrubber, one_line
+
+        raise fail(one_line(Scrubber.for_run([*inputs, str(options.out_dir)], {})(f"{type(e).__name__}: {e}")))
     return summary.exit_code
 
 

@@ -50,7 +50,7 @@ from varco_ocr.batch import (
 from varco_ocr.errors import VarcoOCRError
 from varco_ocr.exporters import NEEDS_SOURCE
 from varco_ocr.inputs import InputFile, PageImage, selected_pages
-from varco_ocr.storage import Destination, Manifest, Source, is_url, list_sources, local_copy
+from varco_ocr.storage import Destination, Manifest, Scrubber, Source, is_url, list_sources, local_copy, one_line
 
 INSTALL_HINT = 'pip install "varco-ocr[ray]"'
 # Blocks of about one page (a 300-dpi A4 page is 26 MB of RGB): Ray Data splits a render task's
@@ -101,9 +101,10 @@ def _row(doc: int, kind: str, meta: Any = None, index: int = -1, pixels: bytes =
 class _Render:
     """The flat_map stage: one document (a row of the listing) -> its events as rows, page by page."""
 
-    def __init__(self, options: BatchOptions, storage_options: dict[str, Any]) -> None:
+    def __init__(self, options: BatchOptions, storage_options: dict[str, Any], scrub: Scrubber = Scrubber()) -> None:
         self.options = options
         self.storage_options = storage_options
+        self.scrub = scrub
 
     def __call__(self, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         doc_no, url = int(item["doc"]), str(item["url"])
@@ -112,7 +113,7 @@ class _Render:
                 for event in batch.document_events(doc_no, local, self.options):
                     yield self._event_row(event, str(local), url)
         except Exception as e:  # noqa: BLE001 - the copy failed (object gone, no permission): this document fails
-            yield _row(doc_no, "failed", f"{url}: cannot be read ({type(e).__name__}: {e})")
+            yield _row(doc_no, "failed", one_line(self.scrub(f"{url}: cannot be read ({type(e).__name__}: {e})")))
 
     @staticmethod
     def _event_row(event: Any, local: str, url: str) -> dict[str, Any]:
@@ -170,20 +171,25 @@ class _ModelStage:
 
 
 def _export(st: _DocState, options: BatchOptions, dest: Destination, index: LogIndex, guard: Any,
-            seconds: float, storage_options: dict[str, Any]) -> tuple[DocumentOutcome, dict[str, Any]]:
+            seconds: float, storage_options: dict[str, Any], open_url: str | None = None,
+            scrub: Scrubber = Scrubber()) -> tuple[DocumentOutcome, dict[str, Any]]:
     """Write one document's outputs with the local runner's ``finish_document``, then its manifest
     record. A local destination is written in place (temp file + rename per file); a store's outputs
     are written into a local staging folder, checked against the store and uploaded one whole object
-    each (storage module doc). Runs as a Ray task, retried if its worker dies: every write is whole."""
+    each (storage module doc). Runs as a Ray task, retried if its worker dies: every write is whole.
+    ``open_url``: the source's URL with its credentials when ``st.source`` (shown) has them removed;
+    ``scrub`` removes known secrets from the errors recorded."""
     manifest = Manifest(dest)
     needs_source = is_url(st.source or "") and any(f in NEEDS_SOURCE for f in options.formats) and st.error is None
-    with local_copy(st.source if needs_source and st.source else str(st.file.path), storage_options) as source_file:
+    with local_copy((open_url or st.source) if needs_source and st.source else str(st.file.path), storage_options) as source_file:
         st = replace(st, file=replace(st.file, path=source_file))
         if dest.local:
             outcome, record = batch.finish_document(st, options, dest.local_dir, manifest, BatchSummary(), index, guard, seconds)
         else:
             outcome, record = _export_to_store(st, options, dest, manifest, index, guard, seconds)
     assert record is not None  # an output folder always gets a record
+    if outcome.error:
+        outcome.error = record["error"] = scrub(outcome.error)
     manifest.append(record)
     return outcome, record
 
@@ -247,6 +253,7 @@ def run_ray(inputs: Sequence[str | os.PathLike], backend_factory: Callable[[], O
     started = time.monotonic()
     summary = BatchSummary()
     storage_options = ray_options.storage_options
+    scrub = Scrubber.for_run([*map(str, inputs), str(options.out_dir)], storage_options)
     dest = Destination(str(options.out_dir), storage_options)
     dest.prepare()
     manifest = Manifest(dest)
@@ -278,8 +285,8 @@ def run_ray(inputs: Sequence[str | os.PathLike], backend_factory: Callable[[], O
     if dest.local:
         guard: Any = batch._InputGuard([InputFile(s.path, s.output_stem) for s in listing.files if s.local])
     else:
-        guard = frozenset(Path(s.url.split("://", 1)[1]) for s in listing.files
-                          if not s.local and s.url.split("://", 1)[0] == dest.protocol)
+        guard = frozenset(Path(s.open_url.split("://", 1)[1]) for s in listing.files
+                          if not s.local and s.open_url.split("://", 1)[0] == dest.protocol)
     run_keys = set(keys) | skipped_keys
     claimed = {p for p, k in index.writers.items() if k in skipped_keys}
     others = {p: k for p, k in index.writers.items() if k in run_keys}
@@ -305,7 +312,7 @@ def run_ray(inputs: Sequence[str | os.PathLike], backend_factory: Callable[[], O
     try:
         if work:
             _run_dataset(work, todo, plans, fingerprints, backend_factory, options, ray_options, dest, index, guard,
-                         summary, progress, manifest)
+                         summary, progress, manifest, scrub)
     finally:
         progress.close()
         if started_ray:
@@ -317,7 +324,7 @@ def run_ray(inputs: Sequence[str | os.PathLike], backend_factory: Callable[[], O
 
 def _page_indices(source: Source, options: BatchOptions, storage_options: dict[str, Any]) -> list[int]:
     try:
-        with local_copy(source.url, storage_options) as local:
+        with local_copy(source.open_url, storage_options) as local:
             return selected_pages(local, options.pages, options.password)
     except Exception:  # noqa: BLE001 - unreadable: it fails when rendered, with its reason
         return []
@@ -326,7 +333,7 @@ def _page_indices(source: Source, options: BatchOptions, storage_options: dict[s
 def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list[Any], fingerprints: list[str],
                  backend_factory: Callable[[], OCRBackend], options: BatchOptions, ray_options: RayOptions,
                  dest: Destination, index: LogIndex, guard: Any, summary: BatchSummary, progress: Any,
-                 manifest: Manifest) -> None:
+                 manifest: Manifest, scrub: Scrubber = Scrubber()) -> None:
     import ray
     import ray.data
 
@@ -344,7 +351,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
         actor_cpus = 1.0 if workers < cpus else max(0.1, (cpus - 1) / workers)
     cap = ray_options.exports_in_flight or max(2, int(2 * cpus))
 
-    items = [{"doc": i, "url": s.url, "open": str(Path(s.url).resolve()) if s.local else s.url} for i, s in work]
+    items = [{"doc": i, "url": s.url, "open": str(Path(s.url).resolve()) if s.local else s.open_url} for i, s in work]
     render_options = replace(options, settings={}, out_dir=None)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
     # Retries, for system failures only (a Python error in a stage is caught here, per page or
@@ -358,7 +365,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
     # parameter yet, so the warning is silenced for these calls.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = ds.flat_map(_Render(render_options, ray_options.storage_options), num_cpus=1, max_retries=RETRIES)
+        ds = ds.flat_map(_Render(render_options, ray_options.storage_options, scrub), num_cpus=1, max_retries=RETRIES)
         ds = ds.map_batches(
             _ModelStage,
             fn_constructor_kwargs={"factory": backend_factory, "pid_dir": ray_options.pid_dir},
@@ -399,7 +406,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
                 outcome, _record = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - the task failed for good: this document fails, the run goes on
                 src = todo[doc]
-                error = f"{src.url}: export failed ({_short(e)})"
+                error = scrub(f"{src.url}: export failed ({_short(e)})")
                 outcome = DocumentOutcome(src.url, "failed", error=error)
                 manifest.append({"source": src.url, "source_path": src.key, "status": "failed", "error": error,
                                  "fingerprint": fingerprints[doc]})
@@ -417,7 +424,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
         st.warnings = st.warnings + [by_page[i] for i in sorted(by_page)]
         finished.add(doc)
         ref = export.remote(st, options, dest, _writers_of(index, plans[doc]), guard_ref,
-                            time.monotonic() - first_seen[doc], ray_options.storage_options)
+                            time.monotonic() - first_seen[doc], ray_options.storage_options, todo[doc].open_url, scrub)
         submitted[ref] = doc
         while len(submitted) >= cap:
             collect(block=True)
@@ -465,7 +472,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
             collect(True, everything=True)
             raise BackendUnavailable(str(cause or e)) from None
         for doc in list(states):
-            states[doc].error = f"{todo[doc].url}: not finished, the pipeline stopped ({_short(e)})"
+            states[doc].error = scrub(f"{todo[doc].url}: not finished, the pipeline stopped ({_short(e)})")
             finish(doc)
     # documents the stream never finished (cannot happen unless rows were lost): failed, redone next run
     for doc in [d for d in states if d not in finished]:
