@@ -592,11 +592,28 @@ def _documents(out: Path) -> dict[str, dict]:
     return docs
 
 
-def test_runner_prepares_the_next_batch_while_this_one_generates(tmp_path, engine, monkeypatch):
+def _taught_images(folder: Path) -> dict[str, str]:
+    """Six pages the taught model reads (each taught page, the two samples twice, under other names):
+    {file stem: taught page name}."""
+    folder.mkdir(parents=True)
+    pages = {"a-receipt": "receipt", "b-blank": "blank-384x96", "c-dense": "dense-page", "d-blank": "blank-384x160",
+             "e-dense": "dense-page", "f-receipt": "receipt"}
+    for stem, name in pages.items():
+        if name.startswith("blank-"):
+            Image.new("RGB", tuple(int(v) for v in name.removeprefix("blank-").split("x")), "white").save(folder / f"{stem}.png")
+        else:
+            shutil.copy(SAMPLES / f"{name}.png", folder / f"{stem}.png")
+    return pages
+
+
+def test_runner_prepares_the_next_batch_while_this_one_generates(tmp_path, taught, taught_engine, monkeypatch):
     """batch.run with the local engine: a batch's preparation starts while the previous batch is
     still generating (before, each runner batch was one ocr_batch call: preparation only between
-    generations), and the documents equal those of the one-call-per-batch path."""
-    src = _many_images(tmp_path / "in", 6)
+    generations), and the documents equal those of the one-call-per-batch path: each holds its own
+    page's taught words (pages of several sizes, so a batch is padded)."""
+    src = tmp_path / "in"
+    pages = _taught_images(src)
+    engine = taught_engine
     sequential = run([src], CountingBackend(engine), BatchOptions(out_dir=tmp_path / "seq", batch_size=2, progress="none"))
     events, spans = _timeline(engine, monkeypatch)
     summary = run([src], engine, BatchOptions(out_dir=tmp_path / "out", batch_size=2, progress="none"))
@@ -606,6 +623,8 @@ def test_runner_prepares_the_next_batch_while_this_one_generates(tmp_path, engin
     overlapped = [(a, b) for kind, a, b in spans if kind == "prepare" and any(a < g1 and b > g0 for g0, g1 in generations)]
     assert len(overlapped) == 2, spans  # batches 2 and 3 prepared during batches 1 and 2's generation
     assert _documents(tmp_path / "out") == _documents(tmp_path / "seq")
+    read = {name.removesuffix(".json"): [(w["text"], w["bbox"]) for w in doc[0]["words"]] for name, doc in _documents(tmp_path / "out").items()}
+    assert read == {stem: taught.words(name) for stem, name in pages.items()}
 
 
 def test_overlapped_runner_fails_a_page_alone_and_loses_no_other(tmp_path, engine, monkeypatch):
