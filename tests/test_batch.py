@@ -475,6 +475,32 @@ def test_thread_and_process_renderers_give_the_same_documents(tmp_path, taught, 
     assert [(w.text, w.bbox) for w in docs[True][1].pages[0].words] == list(taught.page("receipt").words)  # not empty
 
 
+def test_cli_resume_redoes_a_document_read_with_another_model_or_setting(tmp_path, tmp_path_factory, taught):
+    """The command line's model and settings reach the resume fingerprint (EngineSettings.fingerprint,
+    BatchOptions.model): a re-run with the same options skips the document; another --max-new-tokens
+    or another --model (a copy of the taught model under another name) reads it again, and the
+    document then names that model."""
+    Image.new("RGB", (384, 96), "white").save(tmp_path / "page.png")
+    other_model = tmp_path_factory.mktemp("other") / "model"  # apart: its JSON files are not documents
+    shutil.copytree(taught.path, other_model)
+    args = ["page.png", "-o", "out", "--format", "json"]
+
+    def reads(*extra: str) -> int:
+        """Run the command; how many times the run log says page.png was read (skips are not logged)."""
+        res = _cli(*args, *taught.cli_args, *extra, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        return sum(r.get("source") == "page.png" and r.get("status") == "done" for r in _log(tmp_path / "out"))
+
+    assert reads() == 1
+    assert reads() == 1  # same options: skipped
+    assert reads("--max-new-tokens", "255") == 2  # the last one wins over taught.cli_args' 256
+    assert reads("--max-new-tokens", "255") == 2
+    assert reads("--max-new-tokens", "255", "--model", str(other_model)) == 3
+    doc = Document.load(tmp_path / "out" / "page.json")
+    assert doc.model == str(other_model)
+    assert [(w.text, w.bbox) for w in doc.pages[0].words] == list(taught.page("blank-384x96").words)
+
+
 def test_cli_names_requested_pages_a_pdf_does_not_have_and_exits_1(tmp_path, tiny_model_dir):
     """issue 16 item 14: --pages 1-5,9 on a 4-page PDF reads pages 1-4, names 5 and 9 on stderr and
     in the run log, and exits 1 (the request was not fully met), with -o, on resume and to stdout."""
