@@ -41,6 +41,22 @@ def require():
 
 
 @pytest.fixture(scope="session")
+def require_module():
+    """``require_module(name)``: the imported module; when it cannot be imported, skip (fail on CI)
+    naming it. Use it instead of ``pytest.importorskip``, which skips on CI too."""
+    import importlib
+
+    def load(name: str):
+        try:
+            return importlib.import_module(name)
+        except ImportError as e:
+            error = e
+        unavailable(f"{name} cannot be imported ({error}); it is in the dev extra: pip install -e '.[dev]'")
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def shared() -> Path:
     path = shared_dir()
     if not path.is_dir():

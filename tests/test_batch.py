@@ -475,6 +475,32 @@ def test_thread_and_process_renderers_give_the_same_documents(tmp_path, taught, 
     assert [(w.text, w.bbox) for w in docs[True][1].pages[0].words] == list(taught.page("receipt").words)  # not empty
 
 
+def test_cli_resume_redoes_a_document_read_with_another_model_or_setting(tmp_path, tmp_path_factory, taught):
+    """The command line's model and settings reach the resume fingerprint (EngineSettings.fingerprint,
+    BatchOptions.model): a re-run with the same options skips the document; another --max-new-tokens
+    or another --model (a copy of the taught model under another name) reads it again, and the
+    document then names that model."""
+    Image.new("RGB", (384, 96), "white").save(tmp_path / "page.png")
+    other_model = tmp_path_factory.mktemp("other") / "model"  # apart: its JSON files are not documents
+    shutil.copytree(taught.path, other_model)
+    args = ["page.png", "-o", "out", "--format", "json"]
+
+    def reads(*extra: str) -> int:
+        """Run the command; how many times the run log says page.png was read (skips are not logged)."""
+        res = _cli(*args, *taught.cli_args, *extra, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        return sum(r.get("source") == "page.png" and r.get("status") == "done" for r in _log(tmp_path / "out"))
+
+    assert reads() == 1
+    assert reads() == 1  # same options: skipped
+    assert reads("--max-new-tokens", "255") == 2  # the last one wins over taught.cli_args' 256
+    assert reads("--max-new-tokens", "255") == 2
+    assert reads("--max-new-tokens", "255", "--model", str(other_model)) == 3
+    doc = Document.load(tmp_path / "out" / "page.json")
+    assert doc.model == str(other_model)
+    assert [(w.text, w.bbox) for w in doc.pages[0].words] == list(taught.page("blank-384x96").words)
+
+
 def test_cli_names_requested_pages_a_pdf_does_not_have_and_exits_1(tmp_path, tiny_model_dir):
     """issue 16 item 14: --pages 1-5,9 on a 4-page PDF reads pages 1-4, names 5 and 9 on stderr and
     in the run log, and exits 1 (the request was not fully met), with -o, on resume and to stdout."""
@@ -592,11 +618,28 @@ def _documents(out: Path) -> dict[str, dict]:
     return docs
 
 
-def test_runner_prepares_the_next_batch_while_this_one_generates(tmp_path, engine, monkeypatch):
+def _taught_images(folder: Path) -> dict[str, str]:
+    """Six pages the taught model reads (each taught page, the two samples twice, under other names):
+    {file stem: taught page name}."""
+    folder.mkdir(parents=True)
+    pages = {"a-receipt": "receipt", "b-blank": "blank-384x96", "c-dense": "dense-page", "d-blank": "blank-384x160",
+             "e-dense": "dense-page", "f-receipt": "receipt"}
+    for stem, name in pages.items():
+        if name.startswith("blank-"):
+            Image.new("RGB", tuple(int(v) for v in name.removeprefix("blank-").split("x")), "white").save(folder / f"{stem}.png")
+        else:
+            shutil.copy(SAMPLES / f"{name}.png", folder / f"{stem}.png")
+    return pages
+
+
+def test_runner_prepares_the_next_batch_while_this_one_generates(tmp_path, taught, taught_engine, monkeypatch):
     """batch.run with the local engine: a batch's preparation starts while the previous batch is
     still generating (before, each runner batch was one ocr_batch call: preparation only between
-    generations), and the documents equal those of the one-call-per-batch path."""
-    src = _many_images(tmp_path / "in", 6)
+    generations), and the documents equal those of the one-call-per-batch path: each holds its own
+    page's taught words (pages of several sizes, so a batch is padded)."""
+    src = tmp_path / "in"
+    pages = _taught_images(src)
+    engine = taught_engine
     sequential = run([src], CountingBackend(engine), BatchOptions(out_dir=tmp_path / "seq", batch_size=2, progress="none"))
     events, spans = _timeline(engine, monkeypatch)
     summary = run([src], engine, BatchOptions(out_dir=tmp_path / "out", batch_size=2, progress="none"))
@@ -606,6 +649,8 @@ def test_runner_prepares_the_next_batch_while_this_one_generates(tmp_path, engin
     overlapped = [(a, b) for kind, a, b in spans if kind == "prepare" and any(a < g1 and b > g0 for g0, g1 in generations)]
     assert len(overlapped) == 2, spans  # batches 2 and 3 prepared during batches 1 and 2's generation
     assert _documents(tmp_path / "out") == _documents(tmp_path / "seq")
+    read = {name.removesuffix(".json"): [(w["text"], w["bbox"]) for w in doc[0]["words"]] for name, doc in _documents(tmp_path / "out").items()}
+    assert read == {stem: taught.words(name) for stem, name in pages.items()}
 
 
 def test_overlapped_runner_fails_a_page_alone_and_loses_no_other(tmp_path, engine, monkeypatch):

@@ -102,19 +102,23 @@ def test_ocr_json_with_the_taught_model(taught, samples):
     assert text.returncode == 0 and text.stdout == "카페 마포점\n서울특별시 마포구 백범로 35\n"
 
 
-def test_an_image_gives_one_document_to_stdout_or_to_an_output_folder(tiny_model_dir, tmp_path):
+@pytest.mark.slow
+def test_an_image_gives_one_document_to_stdout_or_to_an_output_folder(taught, tmp_path):
     """issue 16 item 13: the page's dpi is the file's recorded resolution (null without one), and the
-    metadata is the same, whether the document is printed (--json) or written (-o, json)."""
+    metadata is the same, whether the document is printed (--json) or written (-o, json). The pages are
+    two the taught model reads, so the documents compared hold words, not two empty pages."""
     with_dpi, without = tmp_path / "scan144.png", tmp_path / "plain.png"
-    Image.new("RGB", (120, 80), "white").save(with_dpi, dpi=(144, 144))
-    Image.new("RGB", (100, 90), "white").save(without)
-    printed = run(with_dpi, without, "--json", "--model", tiny_model_dir, *FAST)
+    Image.new("RGB", (384, 160), "white").save(with_dpi, dpi=(144, 144))
+    Image.new("RGB", (384, 96), "white").save(without)
+    printed = run(with_dpi, without, "--json", *taught.cli_args)
     assert printed.returncode == 0, printed.stderr
     docs = [json.loads(line) for line in printed.stdout.splitlines() if line.strip()]
-    written = run(with_dpi, without, "-o", tmp_path / "out", "--format", "json", "--model", tiny_model_dir, *FAST)
+    written = run(with_dpi, without, "-o", tmp_path / "out", "--format", "json", *taught.cli_args)
     assert written.returncode == 0, written.stderr
     files = [json.loads((tmp_path / "out" / f"{p.stem}.json").read_text(encoding="utf-8")) for p in (with_dpi, without)]
     assert docs == files
+    assert [[(w["text"], w["bbox"]) for w in d["pages"][0]["words"]] for d in docs] == [
+        taught.words("blank-384x160"), taught.words("blank-384x96")]
     assert [round(d["pages"][0]["dpi"] or 0) for d in docs] == [144, 0]
     assert [d["metadata"] for d in docs] == [{"source_path": str(p.resolve())} for p in (with_dpi, without)]
 
@@ -241,9 +245,12 @@ def run_with_stderr_on_a_terminal(*args) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_progress_on_a_terminal_and_nothing_when_piped(tiny_model_dir, samples):
-    args = [samples / "receipt.png", samples / "dense-page.png", "--model", tiny_model_dir, *FAST]
+def test_progress_on_a_terminal_and_nothing_when_piped(taught, samples):
+    args = [samples / "receipt.png", samples / "dense-page.png", *taught.cli_args]
     out, terminal = run_with_stderr_on_a_terminal(*args)
+    # the taught words, whole: the bar drawn on the terminal never reaches (or cuts into) the text
+    assert out == (f"==> {samples / 'receipt.png'} <==\n카페 마포점\n서울특별시 마포구 백범로 35\n"
+                   f"==> {samples / 'dense-page.png'} <==\nVARCO-VISION-2.0 reads text and says\n")
     assert "2/2" in terminal and "pages" in terminal and "tokens/s" in terminal
     piped = run(*args)
     assert piped.returncode == 0, piped.stderr
@@ -289,13 +296,16 @@ def test_an_image_and_a_one_page_pdf_of_it_give_the_same_document(taught, sample
 
 
 @pytest.mark.slow
-def test_a_broken_image_among_printed_ones_is_one_line_and_no_document(tiny_model_dir, samples, tmp_path):
+def test_a_broken_image_among_printed_ones_is_one_line_and_no_document(taught, samples, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really")
-    proc = run(samples / "receipt.png", bad, samples / "dense-page.png", "--json", "--model", tiny_model_dir, *FAST)
+    proc = run(samples / "receipt.png", bad, samples / "dense-page.png", "--json", *taught.cli_args)
     assert assert_one_line_error(proc, 1) == [f"varco-ocr: {bad}: not an image file Pillow can read"]
     docs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert [d["source"] for d in docs] == [str(samples / "receipt.png"), str(samples / "dense-page.png")]
+    # each document holds its own page's words: the failed file shifted no page into another document
+    assert [[(w["text"], w["bbox"]) for w in d["pages"][0]["words"]] for d in docs] == [
+        taught.words("receipt"), taught.words("dense-page")]
 
 
 @pytest.mark.slow

@@ -236,10 +236,17 @@ def test_the_next_batch_is_prepared_while_this_one_generates(engine, samples, mo
     assert set(prepared_in) == {"varco-ocr-prefetch"}
 
 
-def test_ocr_batches_equals_ocr_batch_per_batch(engine, samples):
-    images = _pages(samples)
+def test_ocr_batches_equals_ocr_batch_per_batch(taught_engine, taught, samples):
+    """The overlapped stream gives each batch the pages ocr_batch gives it: the taught words of pages
+    of several sizes (not pages the random model reads as nothing), indices and dpis passed through."""
+    names = ["receipt", "blank-384x96", "dense-page", "blank-384x160", "receipt"]
+    images = [Image.open(samples / f"{n}.png") if not n.startswith("blank-") else
+              Image.new("RGB", tuple(int(v) for v in n.removeprefix("blank-").split("x")), "white") for n in names]
     batches = [PageBatch(images[:2], indices=[4, 5], tag="a"), PageBatch(images[2:], dpis=[300.0, None, 72.0], tag="b")]
-    out = list(engine.ocr_batches(iter(batches)))
+    out = list(taught_engine.ocr_batches(iter(batches)))
     assert [b.tag for b, _ in out] == ["a", "b"]
-    assert out[0][1] == engine.ocr_batch(images[:2], batch_size=2, indices=[4, 5])
-    assert out[1][1] == engine.ocr_batch(images[2:], batch_size=3, dpis=[300.0, None, 72.0])
+    assert out[0][1] == taught_engine.ocr_batch(images[:2], batch_size=2, indices=[4, 5])
+    assert out[1][1] == taught_engine.ocr_batch(images[2:], batch_size=3, dpis=[300.0, None, 72.0])
+    pages = out[0][1] + out[1][1]
+    assert [words_of(p) for p in pages] == [list(taught.page(n).words) for n in names]
+    assert [(p.index, p.dpi) for p in pages] == [(4, None), (5, None), (0, 300.0), (0, None), (0, 72.0)]  # no indices: 0

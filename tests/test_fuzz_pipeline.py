@@ -20,6 +20,7 @@ from lxml import etree
 from varco_ocr.document import Document
 from varco_ocr.engine import Generation, page_from_generation
 from varco_ocr.exporters import write_exports
+from varco_ocr.parsing import parse_ocr_answer
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "varco_ocr" / "schemas" / "document.schema.json").read_text(encoding="utf-8"))
@@ -117,7 +118,13 @@ def alto_schema(shared):
        model=st.one_of(st.none(), names), keep_raw=st.booleans())
 def test_any_answer_survives_the_pipeline_and_every_reader(alto_schema, gen, width, height, name, model, keep_raw):
     page = page_from_generation(gen, width=width, height=height, index=0, keep_raw=keep_raw)
-    assert page.dropped_boxes >= 0
+    # the page holds what the answer says, no more, no less: every word with text (in reading order,
+    # so compared as a multiset), the parser's count of boxes dropped, the cut-short flag, the raw text
+    answer = parse_ocr_answer(gen.text)
+    assert sorted(w.text for w in page.words) == sorted(pw.text for pw in answer.words if pw.text)
+    assert page.dropped_boxes == answer.dropped_boxes
+    assert page.truncated == (answer.truncated or gen.hit_token_limit or gen.looped)
+    assert page.raw == (gen.text if keep_raw else None)
     doc = Document(source=name, pages=(page,), model=model)
     with tempfile.TemporaryDirectory() as tmp:
         _check(doc, Path(tmp), alto_schema)

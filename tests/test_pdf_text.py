@@ -4,7 +4,6 @@ from the PDF instead of the model, --redo-ocr replaces an old invisible OCR laye
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,8 @@ from varco_ocr.pdf_text import TextSpan, covers_page, strip_invisible_text
 
 from test_batch import ENGINE_ARGS, CountingBackend
 
-needs_pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler's pdftotext not installed")
+# tests/conftest.py's fixture: skips naming poppler when pdftotext is missing, fails on CI (CI=true)
+needs_pdftotext = pytest.mark.usefixtures("pdftotext")
 
 BORN_DIGITAL = [f"{i + 1}. 서강대학교 백범로 35 Seoul report line {i + 1}" for i in range(12)]
 OLD_LAYER = "OLDLAYER stale tesseract words"

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -554,7 +555,9 @@ def test_a_page_file_mostly_made_of_metadata_is_sent_as_pixels(tmp_path):
     info.add_text("padding", "x" * 3_000_000)
     Image.new("RGB", (400, 300), "white").save(tmp_path / "padded.png", pnginfo=info)
     Image.new("RGB", (400, 300), "white").save(tmp_path / "plain.png")
-    assert stored_data_url(load_image(tmp_path / "plain.png")) is not None
+    # the plain file is sent as it is: its own bytes, not merely some data URL
+    plain = (tmp_path / "plain.png").read_bytes()
+    assert stored_data_url(load_image(tmp_path / "plain.png")) == "data:image/png;base64," + base64.b64encode(plain).decode("ascii")
     padded = load_image(tmp_path / "padded.png")
     assert stored_data_url(padded) is None
     assert len(page_data_url(padded)) < 100_000  # the pixels, encoded: not the 3 MB file

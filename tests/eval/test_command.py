@@ -143,9 +143,9 @@ def test_runs_the_taught_model_end_to_end(taught, samples, tmp_path):
     assert json.loads((tmp_path / "r2.json").read_text())["metrics"] == report["metrics"]
 
 
-def test_cord_parquet_runs_the_taught_model_from_image_bytes(taught, samples, tmp_path):
+def test_cord_parquet_runs_the_taught_model_from_image_bytes(taught, samples, tmp_path, require_module):
     """CORD as the Hugging Face parquet files hold it: images are bytes in the rows, not files."""
-    pa = pytest.importorskip("pyarrow")
+    pa = require_module("pyarrow")
     import pyarrow.parquet as pq
 
     from eval.test_datasets import cord_annotation

@@ -195,8 +195,8 @@ def test_chunked_dpo_equals_full_logits_dpo_loss_and_gradients(tiny, tmp_path, s
     assert ("loss/sft" in metrics) == (sft_weight > 0)
 
 
-def test_liger_dpo_agrees_with_sequence_logprobs_dpo_when_installed():
-    liger = pytest.importorskip("liger_kernel.chunked_loss")
+def test_liger_dpo_agrees_with_sequence_logprobs_dpo_when_installed(require_module):
+    liger = require_module("liger_kernel.chunked_loss")
     from training.dpo import liger_dpo_loss
     from training.losses import sequence_logprobs
 
@@ -215,8 +215,8 @@ def test_liger_dpo_agrees_with_sequence_logprobs_dpo_when_installed():
     torch.testing.assert_close(aux[0], ours_pol[:2].detach(), atol=1e-5, rtol=1e-5)
 
 
-def test_liger_objective_matches_chunked_objective_on_the_tiny_model(tiny, tmp_path):
-    pytest.importorskip("liger_kernel.chunked_loss")
+def test_liger_objective_matches_chunked_objective_on_the_tiny_model(tiny, tmp_path, require_module):
+    require_module("liger_kernel.chunked_loss")
     folder, processor = tiny
     _, _, encoded = _encoded(tmp_path, processor)
     batch = collate_pairs(encoded, processor.tokenizer.pad_token_id)

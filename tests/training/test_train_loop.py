@@ -143,8 +143,8 @@ def test_non_finite_loss_stops_the_run_naming_step_and_samples(composed_dir, tmp
         train_stage(cfg)
 
 
-def test_8bit_adamw_trains_and_checkpoints_without_sharding(composed_dir, tmp_path):
-    pytest.importorskip("bitsandbytes")
+def test_8bit_adamw_trains_and_checkpoints_without_sharding(composed_dir, tmp_path, require_module):
+    require_module("bitsandbytes")
     data = write_dataset(tmp_path / "data")
     plain = train_stage(_config(2, composed_dir, data, tmp_path / "fp32", max_steps=3, schedule="constant", lr=1e-3)).losses
     eight = train_stage(_config(2, composed_dir, data, tmp_path / "int8", max_steps=3, schedule="constant", lr=1e-3, optimizer="adamw8bit")).losses
