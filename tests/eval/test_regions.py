@@ -10,6 +10,7 @@ def test_printable_escapes_only_what_cannot_be_shown():
     assert printable("res_img_1.txt") == "res_img_1.txt"
     assert printable("영수증 ü") == "영수증 ü"
     assert printable("a\nb\x1b[31m\u200bc\t") == "a\\nb\\x1b[31m\\u200bc\\t"
+    assert printable("C:\\it's\n") == "C:\\it's\\n"  # a backslash or quote beside an escape is kept as it is
 
 
 def test_eval_data_error_names_the_file_and_the_line():
