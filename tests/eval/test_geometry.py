@@ -30,6 +30,7 @@ def test_coordinates_are_truncated_toward_zero_for_quads_and_other_polygons():
     # a six-point region goes through rrc_polygon: (0,0) (10.7,0) (10.7,5.5) (5.9,5.5) (5.9,10.2) (0,10.2)
     ell = TextRegion(((0, 0), (10.7, 0), (10.7, 5.5), (5.9, 5.5), (5.9, 10.2), (0, 10.2)))
     assert rrc_polygon(ell).area == 10 * 5 + 5 * 5
+    assert shapely.area(int_polygons([ell])).tolist() == [75.0]  # a list of non-quads only
     polys = int_polygons([ell, quad])
     assert shapely.area(polys).tolist() == [75.0, 81.0]
     assert int_polygons([]).shape == (0,)
@@ -63,26 +64,32 @@ def test_iou_of_degenerate_boxes_is_zero_not_nan():
         warnings.simplefilter("error")  # 0 / 0 for the two empty boxes must not print a RuntimeWarning
         iou = iou_matrix(gt, det)
     assert iou.tolist() == [[0.5, 0.0], [0.0, 0.0]]
+    one = int_polygons([box(0, 0, 1, 1)])  # the smallest union there is: 1 pixel
+    assert iou_matrix(one, one).tolist() == [[1.0]]
     assert iou_matrix(gt, int_polygons([])).shape == (2, 0)
 
 
 def test_dont_care_needs_strictly_more_than_the_threshold_of_the_detection():
     gt = [box(0, 0, 10, 10, dont_care=True), box(50, 0, 60, 10)]
-    dets = [box(5, 0, 15, 10), box(4, 0, 14, 10), box(50, 0, 60, 10), box(3, 3, 3, 3)]
+    dets = [box(5, 0, 15, 10), box(4, 0, 14, 10), box(50, 0, 60, 10), box(3, 3, 3, 3), box(3, 3, 4, 4)]
     g, d = int_polygons(gt), int_polygons(dets)
     inter = intersection_areas(g, d)
     # half inside: not ignored; 60% inside: ignored; inside a cared-for region: not ignored; zero area: not
-    assert dont_care_detections(gt, g, d, inter, 0.5) == [False, True, False, False]
-    assert dont_care_detections(gt, g, d, inter, 0.6) == [False, False, False, False]
+    # (and no 0 / 0 warning); one pixel inside: ignored
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dont_care_detections(gt, g, d, inter, 0.5) == [False, True, False, False, True]
+    assert dont_care_detections(gt, g, d, inter, 0.6) == [False, False, False, False, True]
     assert dont_care_detections(gt, g, int_polygons([]), np.zeros((2, 0)), 0.5) == []
 
 
 def test_points_in_polygon_is_half_open_on_every_edge_of_a_slanted_quad():
     # a parallelogram: left edge from (0,0) to (5,10), right edge from (10,0) to (15,10)
     quad = np.array([[0, 0], [10, 0], [15, 10], [5, 10]], float)
-    xs = np.array([2.5, 12.5, 5.0, 5.0, 7.0, 2.4, 12.6, 7.0])
-    ys = np.array([5.0, 5.0, 0.0, 10.0, 5.0, 5.0, 5.0, -0.1])
-    assert points_in_polygon(quad, xs, ys).tolist() == [True, False, True, False, True, False, False, False]
+    xs = np.array([2.5, 12.5, 5.0, 5.0, 7.0, 2.4, 12.6, 7.0, -1.0, 0.0, 20.0])
+    ys = np.array([5.0, 5.0, 0.0, 10.0, 5.0, 5.0, 5.0, -0.1, 0.0, 0.0, 10.0])
+    assert points_in_polygon(quad, xs, ys).tolist() == [True, False, True, False, True, False, False, False,
+                                                        False, True, False]
     # a horizontal edge (yj == yi) never crosses; a degenerate polygon holds nothing
     flat = np.array([[0, 0], [10, 0], [10, 0], [0, 0]], float)
     assert points_in_polygon(flat, np.array([5.0]), np.array([0.0])).tolist() == [False]
