@@ -98,3 +98,134 @@ def test_rrc_zip_round_trip_property(tmp_path_factory):
             assert [(r.points, r.text) for r in preds[key].regions] == [(tuple((float(x), float(y)) for x, y in r.points), r.text) for r in regions]
 
     check()
+
+
+# -- exact reader behaviour (mutation testing, benchmarks/RESULTS.md) ------------------------------
+
+import io  # noqa: E402
+import json  # noqa: E402
+
+from varco_ocr.eval import predictions  # noqa: E402
+
+
+def test_document_words_keep_their_text_and_windows_sources_their_stem(tmp_path):
+    doc = make_doc("C:\\scans\\img_12.jpg", [("Hello", (1, 2, 20, 10)), ("world", (25, 2, 50, 10))])
+    doc.save(tmp_path / "run.json")
+    preds = read_predictions(tmp_path / "run.json")
+    assert list(preds) == ["img_12"]
+    assert [(r.text, r.ltrb) for r in preds["img_12"].regions] == [("Hello", (1, 2, 20, 10)), ("world", (25, 2, 50, 10))]
+
+
+def _error(path):
+    with pytest.raises(EvalDataError) as info:
+        read_predictions(path)
+    return str(info.value)
+
+
+def test_document_reader_errors_name_the_file_and_line(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("x")
+    assert _error(empty) == f"{empty}: no .json or .jsonl prediction files found"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "version": "1.0",\n  oops\n}')
+    assert _error(bad) == f"{bad}:3: invalid JSON: Expecting property name enclosed in double quotes"
+    bad.write_text('{"version": "9.0"}')
+    assert _error(bad) == f"{bad}: not a varco-ocr document: unsupported document schema version '9.0' (expected 1.0)"
+    bad.write_bytes(b'{"source": "\xff"}')
+    assert _error(bad).startswith(f"{bad}: not UTF-8 (invalid start byte at byte 12)")
+    lines = tmp_path / "run.jsonl"
+    lines.write_text(make_doc("a.jpg", []).dumps(indent=None) + '\n{"version": "9.0"}\n')
+    assert _error(lines) == f"{lines}:2: not a varco-ocr document: unsupported document schema version '9.0' (expected 1.0)"
+    lines.write_text(make_doc("x/img_1.jpg", []).dumps(indent=None) + "\n\n" + make_doc("y/img_1.png", []).dumps(indent=None) + "\n")
+    assert _error(lines) == f"{lines}:3: a second document for image 'img_1'"
+
+
+def test_document_coordinates_up_to_a_million_on_the_first_page_only(tmp_path):
+    ok = make_doc("img_1.jpg", [("w", (0, 0, 1_000_000, 10))])
+    second = Page(index=1, width=10, height=10, blocks=(Block((Line((Word("far", (0, 0, 5_000_000, 10)),)),)),))
+    ok = Document(ok.source, ok.pages + (second,))
+    ok.save(tmp_path / "ok.json")
+    assert read_predictions(tmp_path / "ok.json")["img_1"].regions[0].ltrb == (0, 0, 1_000_000, 10)
+    far = make_doc("img_1.jpg", [("a-very-long-word-of-30-letters", (0, -1_000_001, 5, 10))])
+    far.save(tmp_path / "far.json")
+    assert _error(tmp_path / "far.json") == (f"{tmp_path / 'far.json'}: word 'a-very-long-word-of-' has a coordinate "
+                                             "out of range (|value| <= 1,000,000)")
+    far_in_jsonl = tmp_path / "far.jsonl"
+    far_in_jsonl.write_text("\n" + far.dumps(indent=None) + "\n")
+    assert _error(far_in_jsonl).startswith(f"{far_in_jsonl}:2: word ")
+
+
+def test_documents_without_pages_do_not_stop_the_reading(tmp_path):
+    run = tmp_path / "run.jsonl"
+    run.write_text(Document("img_1.jpg").dumps(indent=None) + "\n" + make_doc("img_2.jpg", [("b", (0, 0, 5, 5))]).dumps(indent=None) + "\n")
+    preds = read_predictions(run)
+    assert preds["img_1"] == predictions.Prediction((), "") and preds["img_2"].text == "b"
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    Document("img_1.jpg").save(folder / "a.json")
+    (folder / "b.JSONL").write_text(make_doc("img_2.jpg", [("b", (0, 0, 5, 5))]).dumps(indent=None))  # suffix in capitals
+    assert set(read_predictions(folder)) == {"img_1", "img_2"}
+
+
+def test_rrc_folder_round_trip(tmp_path):
+    regions = {"img_1": [TextRegion.from_ltrb(1, 2, 30, 40, "a,b")], "img_2": []}
+    predictions.write_rrc_folder(tmp_path / "res", regions)
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["res_img_1.txt", "res_img_2.txt"]
+    (tmp_path / "res" / "res_.txt").write_text("not, a, box\n")  # no image key: not a prediction file
+    (tmp_path / "res" / "notes.txt").write_text("x")
+    preds = read_predictions(tmp_path / "res")
+    assert set(preds) == {"img_1", "img_2"}
+    assert [(r.text, r.ltrb) for r in preds["img_1"].regions] == [("a,b", (1, 2, 30, 40))] and preds["img_2"].regions == ()
+
+
+def test_rrc_folder_errors_name_the_file_and_line(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "res_img_1.txt").write_text("0,0,1,0,1,1,0,1,x\n")
+    (tmp_path / "b" / "res_img_1.txt").write_text("0,0,1,0,1,1,0,1,x\n")
+    assert _error(tmp_path) == (f"{tmp_path / 'b' / 'res_img_1.txt'}: a second prediction file for image 'img_1' "
+                                f"(first: {tmp_path / 'a' / 'res_img_1.txt'})")
+    (tmp_path / "b" / "res_img_1.txt").unlink()
+    (tmp_path / "b" / "res_img_2.txt").mkdir()
+    assert _error(tmp_path) == f"{tmp_path / 'b' / 'res_img_2.txt'}: a folder named like a prediction file"
+    (tmp_path / "b" / "res_img_2.txt").rmdir()
+    (tmp_path / "b" / "res_img_2.txt").write_text("0,0,1,0,1,1,0,1,x\n\nfoo\n")
+    assert _error(tmp_path).startswith(f"{tmp_path / 'b' / 'res_img_2.txt'}:3: expected x1,y1")
+
+
+def test_rrc_folder_size_limits_are_inclusive(tmp_path, monkeypatch):
+    # the real limits are megabytes; the same accounting is checked on 20-byte files
+    monkeypatch.setattr(predictions, "MAX_MEMBER_BYTES", 20)
+    monkeypatch.setattr(predictions, "MAX_TOTAL_BYTES", 40)
+    line = "0,0,1,0,1,1,0,1,abc\n"
+    assert len(line) == 20
+    (tmp_path / "res_img_1.txt").write_text(line)
+    (tmp_path / "res_img_2.txt").write_text(line)
+    assert set(read_predictions(tmp_path)) == {"img_1", "img_2"}  # each at the limit, together at the total
+    (tmp_path / "res_img_3.txt").write_text("\n")
+    assert _error(tmp_path) == f"{tmp_path}: prediction files hold more than 40 bytes"
+    (tmp_path / "res_img_3.txt").write_text(line + "\n")
+    assert _error(tmp_path) == f"{tmp_path / 'res_img_3.txt'}: 21 bytes, more than any prediction file holds (limit 20)"
+
+
+def test_stream_lines_reads_in_bounded_chunks_and_counts_lines_from_one():
+    class Recording(io.BytesIO):
+        sizes: list = []
+
+        def read(self, size=-1):
+            self.sizes.append(size)
+            return super().read(size)
+
+    data = b"a\n" * 70_000  # more than two chunks
+    stream = Recording(data)
+    lines = list(predictions._stream_lines(stream, "m", len(data)))
+    assert len(lines) == 70_000 and lines[0] == (1, b"a") and lines[-1] == (70_000, b"a")
+    assert set(stream.sizes) == {64 * 1024}
+    with pytest.raises(EvalDataError, match=f"^m: larger than {len(data) - 1:,} bytes"):
+        list(predictions._stream_lines(io.BytesIO(data), "m", len(data) - 1))
+
+
+def test_parse_errors_without_a_path_say_res():
+    with pytest.raises(EvalDataError, match="^<res>:1: expected x1,y1"):
+        parse_rrc_result("1,2")
