@@ -229,3 +229,13 @@ def test_stream_lines_reads_in_bounded_chunks_and_counts_lines_from_one():
 def test_parse_errors_without_a_path_say_res():
     with pytest.raises(EvalDataError, match="^<res>:1: expected x1,y1"):
         parse_rrc_result("1,2")
+
+
+def test_stream_lines_keeps_a_last_line_without_newline_and_bounds_line_length():
+    assert list(predictions._stream_lines(io.BytesIO(b"a\nb"), "m", 10)) == [(1, b"a"), (2, b"b")]
+    longest = b"x" * 65536  # MAX_LINE_BYTES exactly: accepted, whether a newline ends it or not
+    assert list(predictions._stream_lines(io.BytesIO(b"a\n" + longest + b"\n"), "m", 10**6))[1] == (2, longest)
+    assert list(predictions._stream_lines(io.BytesIO(b"a\n" + longest), "m", 10**6))[1] == (2, longest)
+    for tail in (b"\n", b""):
+        with pytest.raises(EvalDataError, match="^m:2: line longer than 65,536 bytes$"):
+            list(predictions._stream_lines(io.BytesIO(b"a\n" + longest + b"y" + tail), "m", 10**6))
