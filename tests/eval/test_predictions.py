@@ -139,6 +139,11 @@ def test_document_reader_errors_name_the_file_and_line(tmp_path):
     assert _error(lines) == f"{lines}:2: not a varco-ocr document: unsupported document schema version '9.0' (expected 1.0)"
     lines.write_text(make_doc("x/img_1.jpg", []).dumps(indent=None) + "\n\n" + make_doc("y/img_1.png", []).dumps(indent=None) + "\n")
     assert _error(lines) == f"{lines}:3: a second document for image 'img_1'"
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    make_doc("x/img_1.jpg", []).save(twice / "a.json")
+    make_doc("y/img_1.png", []).save(twice / "b.json")
+    assert _error(twice) == f"{twice / 'b.json'}: a second document for image 'img_1'"
 
 
 def test_document_coordinates_up_to_a_million_on_the_first_page_only(tmp_path):
