@@ -244,3 +244,14 @@ def test_stream_lines_keeps_a_last_line_without_newline_and_bounds_line_length()
     for tail in (b"\n", b""):
         with pytest.raises(EvalDataError, match="^m:2: line longer than 65,536 bytes$"):
             list(predictions._stream_lines(io.BytesIO(b"a\n" + longest + b"y" + tail), "m", 10**6))
+
+
+def test_a_member_is_named_in_size_and_encoding_errors_and_zip_members_are_counted(tmp_path):
+    with pytest.raises(EvalDataError, match="^w: larger than 20 bytes"):
+        predictions._regions_from_stream(io.BytesIO(b"x" * 30), "w", 20, "quad")
+    (tmp_path / "res_img_1.txt").write_bytes(b"0,0,1,0,1,1,0,1,ok\n0,0,1,0,1,1,0,1,\xff\n")
+    assert _error(tmp_path) == f"{tmp_path / 'res_img_1.txt'}:2: not UTF-8 (invalid start byte at byte 16 of the line)"
+    write_rrc_zip(tmp_path / "sub.zip", {"a": [], "b": [], "c": []})
+    assert predictions._zip_member_count(tmp_path / "sub.zip") == 3
+    (tmp_path / "plain.zip").write_bytes(b"not a zip at all")
+    assert predictions._zip_member_count(tmp_path / "plain.zip") is None
