@@ -255,3 +255,54 @@ def test_a_member_is_named_in_size_and_encoding_errors_and_zip_members_are_count
     assert predictions._zip_member_count(tmp_path / "sub.zip") == 3
     (tmp_path / "plain.zip").write_bytes(b"not a zip at all")
     assert predictions._zip_member_count(tmp_path / "plain.zip") is None
+
+
+def _zip(path, members, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_reader_checks_in_process_with_exact_messages(tmp_path, monkeypatch):
+    """The zip checks of test_untrusted_predictions.py (run there through the CLI), here in-process with
+    small limits, so a changed limit, boundary or message is seen: each limit is inclusive."""
+    line = "0,0,1,0,1,1,0,1,abc\n"  # 20 bytes
+    nested = _zip(tmp_path / "nested.zip", {"preds/sub/res_img_1.txt": line, "preds/notes.txt": "x"})
+    assert list(read_predictions(nested)) == ["img_1"]
+    monkeypatch.setattr(predictions, "MAX_MEMBERS", 3)
+    three = _zip(tmp_path / "three.zip", {"res_a.txt": "", "res_b.txt": "", "c.txt": ""})
+    assert set(read_predictions(three)) == {"a", "b"}
+    four = _zip(tmp_path / "four.zip", {"res_a.txt": "", "res_b.txt": "", "c.txt": "", "d.txt": ""})
+    assert _error(four) == f"{four}: 4 members, more than a predictions zip holds (limit 3)"
+    plain = tmp_path / "plain.zip"
+    plain.write_bytes(b"PK not really")
+    assert _error(plain) == f"{plain}: not a zip file (File is not a zip file)"
+    folder = _zip(tmp_path / "folder.zip", {"res_a.txt/": ""})
+    assert _error(folder) == f"{folder}!res_a.txt/: a folder named like a prediction file"
+    twice = _zip(tmp_path / "twice.zip", {"a/res_img_1.txt": line, "b/res_img_1.txt": line})
+    assert _error(twice) == f"{twice}!b/res_img_1.txt: a second prediction file for image 'img_1' (first: a/res_img_1.txt)"
+    monkeypatch.setattr(predictions, "MAX_MEMBER_BYTES", 20)
+    monkeypatch.setattr(predictions, "MAX_TOTAL_BYTES", 40)
+    at_limits = _zip(tmp_path / "limits.zip", {"res_a.txt": line, "res_b.txt": line})
+    assert set(read_predictions(at_limits)) == {"a", "b"}
+    over = _zip(tmp_path / "over.zip", {"res_a.txt": line, "res_b.txt": line, "res_c.txt": "\n"})
+    assert _error(over) == f"{over}: prediction files hold more than 40 bytes uncompressed"
+    big = _zip(tmp_path / "big.zip", {"res_a.txt": line + "\n"})
+    assert _error(big) == f"{big}!res_a.txt: 21 bytes uncompressed, more than any prediction file holds (limit 20)"
+
+
+def test_zip_compression_ratio_and_damaged_members(tmp_path, monkeypatch):
+    monkeypatch.setattr(predictions, "RATIO_FLOOR_BYTES", 1000)
+    dense = _zip(tmp_path / "dense.zip", {"res_a.txt": "\n" * 20_000})
+    info = zipfile.ZipFile(dense).getinfo("res_a.txt")
+    ratio = info.file_size / info.compress_size
+    assert ratio > 100
+    assert _error(dense) == (f"{dense}!res_a.txt: compression ratio {ratio:,.0f}:1, which no prediction file has "
+                             "(limit 100:1)")
+    monkeypatch.setattr(predictions, "RATIO_FLOOR_BYTES", 20_000)  # at the floor: not checked
+    assert read_predictions(dense)["a"].regions == ()
+    stored = _zip(tmp_path / "stored.zip", {"res_a.txt": "0,0,1,0,1,1,0,1,abc\n"}, zipfile.ZIP_STORED)
+    data = stored.read_bytes().replace(b"abc", b"abd", 1)
+    stored.write_bytes(data)
+    assert _error(stored) == f"{stored}!res_a.txt: damaged member (Bad CRC-32 for file 'res_a.txt')"
