@@ -30,7 +30,8 @@ def test_coordinates_are_truncated_toward_zero_for_quads_and_other_polygons():
     # a six-point region goes through rrc_polygon: (0,0) (10.7,0) (10.7,5.5) (5.9,5.5) (5.9,10.2) (0,10.2)
     ell = TextRegion(((0, 0), (10.7, 0), (10.7, 5.5), (5.9, 5.5), (5.9, 10.2), (0, 10.2)))
     assert rrc_polygon(ell).area == 10 * 5 + 5 * 5
-    assert shapely.area(int_polygons([ell])).tolist() == [75.0]  # a list of non-quads only
+    pentagon = TextRegion(((0, 0), (4, 0), (4, 4), (2, 6), (0, 4)))
+    assert shapely.area(int_polygons([ell, pentagon])).tolist() == [75.0, 20.0]  # non-quads only
     polys = int_polygons([ell, quad])
     assert shapely.area(polys).tolist() == [75.0, 81.0]
     assert int_polygons([]).shape == (0,)
