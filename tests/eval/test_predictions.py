@@ -271,7 +271,7 @@ def test_zip_reader_checks_in_process_with_exact_messages(tmp_path, monkeypatch)
     nested = _zip(tmp_path / "nested.zip", {"preds/sub/res_img_1.txt": line, "preds/notes.txt": "x"})
     assert list(read_predictions(nested)) == ["img_1"]
     monkeypatch.setattr(predictions, "MAX_MEMBERS", 3)
-    three = _zip(tmp_path / "three.zip", {"res_a.txt": "", "res_b.txt": "", "c.txt": ""})
+    three = _zip(tmp_path / "three.zip", {"c.txt": "", "res_a.txt": "", "res_b.txt": ""})
     assert set(read_predictions(three)) == {"a", "b"}
     four = _zip(tmp_path / "four.zip", {"res_a.txt": "", "res_b.txt": "", "c.txt": "", "d.txt": ""})
     assert _error(four) == f"{four}: 4 members, more than a predictions zip holds (limit 3)"
@@ -306,3 +306,25 @@ def test_zip_compression_ratio_and_damaged_members(tmp_path, monkeypatch):
     data = stored.read_bytes().replace(b"abc", b"abd", 1)
     stored.write_bytes(data)
     assert _error(stored) == f"{stored}!res_a.txt: damaged member (Bad CRC-32 for file 'res_a.txt')"
+
+
+def test_zip_members_that_cannot_be_read_are_refused_by_name(tmp_path):
+    def patched(name, offset_in_central, value):
+        path = _zip(tmp_path / name, {"notes.txt": "x", "res_a.txt": "0,0,1,0,1,1,0,1,abc\n"}, zipfile.ZIP_STORED)
+        data = bytearray(path.read_bytes())
+        central = data.rfind(b"PK\x01\x02")  # the last central header: res_a.txt
+        data[central + offset_in_central: central + offset_in_central + 2] = value.to_bytes(2, "little")
+        path.write_bytes(bytes(data))
+        return path
+
+    encrypted = patched("encrypted.zip", 8, 0x1)  # general purpose flag bit 0
+    assert _error(encrypted) == f"{encrypted}!res_a.txt: encrypted member; predictions must be stored without a password"
+    unknown = patched("unknown.zip", 10, 99)  # compression method 99 (AES)
+    assert _error(unknown) == (f"{unknown}!res_a.txt: unsupported compression method 99 "
+                               "(supported: stored, deflate, bzip2, lzma)")
+    broken = _zip(tmp_path / "broken.zip", {"res_a.txt": "0,0,1,0,1,1,0,1,abc\n" * 50})
+    data = bytearray(broken.read_bytes())
+    start = data.find(b"res_a.txt") + len("res_a.txt")  # the local header's name, then the deflated data
+    data[start: start + 8] = b"\xff" * 8
+    broken.write_bytes(bytes(data))
+    assert _error(broken).startswith(f"{broken}!res_a.txt: damaged member, cannot decompress (")
