@@ -328,3 +328,23 @@ def test_zip_members_that_cannot_be_read_are_refused_by_name(tmp_path):
     data[start: start + 8] = b"\xff" * 8
     broken.write_bytes(bytes(data))
     assert _error(broken).startswith(f"{broken}!res_a.txt: damaged member, cannot decompress (")
+
+
+def test_rrc_zip_defaults_messages_and_a_normal_member_over_the_ratio_floor(tmp_path, monkeypatch):
+    region = TextRegion.from_ltrb(1, 2, 30, 40, "a,b")
+    data = predictions.rrc_zip_bytes({"img_1": [region]}, "gt_")
+    (tmp_path / "gt.zip").write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "gt.zip") as zf:
+        assert zf.read("gt_img_1.txt").decode() == "1,2,30,2,30,40,1,40,a,b\n"  # quads with text by default
+        assert zf.getinfo("gt_img_1.txt").compress_type == zipfile.ZIP_DEFLATED
+    sub = _zip(tmp_path / "sub.zip", {"res_img_1.txt": "1,2,30,2,30,40,1,40,a,b\n"})
+    preds = predictions.read_rrc_predictions(sub)  # the default box format: quads
+    assert preds["img_1"].regions == (region,) and preds["img_1"].text == "a,b"
+    empty = _zip(tmp_path / "empty.zip", {"notes.txt": "x"})
+    assert _error(empty) == f"{empty}: no res_<image>.txt files found"
+    bad = _zip(tmp_path / "bad.zip", {"res_img_1.txt": "1,2,3\n"})
+    assert _error(bad).startswith(f"{bad}!res_img_1.txt:1: expected x1,y1")
+    monkeypatch.setattr(predictions, "RATIO_FLOOR_BYTES", 1000)
+    varied = "".join(f"{i},{2 * i},{i + 7},{i},{i + 7},{i + 9},{i},{i + 9},w{i * 7919 % 1000}\n" for i in range(100))
+    normal = _zip(tmp_path / "normal.zip", {"res_img_1.txt": varied})
+    assert len(read_predictions(normal)["img_1"].regions) == 100  # over the floor, a text file's ratio: read
