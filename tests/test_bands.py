@@ -150,3 +150,74 @@ def test_local_engine_rereads_a_truncated_page_as_the_planned_bands(taught, samp
     assert page.truncated == any(r[1] for r in readings)
     assert page.dropped_boxes == sum(r[2] for r in readings)
     assert (page.width, page.height) == (910, 184)
+
+
+# -- exact boundaries (mutation testing, benchmarks/RESULTS.md) -----------------------------------
+
+
+def test_default_overlap_and_band_count_boundaries():
+    from varco_ocr.bands import default_overlap
+
+    assert [default_overlap(h) for h in (500, 1000, 2000, 3000)] == [64, 64, 120, 180]  # 6 % of the page, >= 64
+    assert band_count(0, 100) == 8  # no height: the most bands
+    assert band_count(1, 1) == 2  # one row read of a one-row page: still two bands
+    assert band_count(100, 1, max_bands=200) == 125  # ceil(1.25 * 100 / 1), under a raised cap
+
+
+def test_band_plan_edges():
+    assert plan_bands(1, 1, 0) == [Band(0, 1)]  # a one-row page is a valid plan
+    assert plan_bands(10, 2, 0) == [Band(0, 5), Band(5, 10)]  # no overlap: bands only touch
+    assert plan_bands(2, 3, 1) == [Band(0, 2)]  # one row left to advance: a single band
+    for height, count in ((0, 1), (10, 0)):
+        with pytest.raises(ValueError, match="^a band plan needs a positive height and count$"):
+            plan_bands(height, count, 0)
+
+
+def test_distance_to_cut_counts_only_cuts_through_the_page():
+    from varco_ocr.bands import distance_to_cut
+
+    assert distance_to_cut((0, 10, 5, 20), Band(0, 100), 300) == 80  # the page top is no cut
+    assert distance_to_cut((0, 5, 5, 20), Band(1, 100), 300) == 4  # a band from row 1 is cut at its top
+    assert distance_to_cut((0, 290, 5, 299), Band(200, 300), 300) == 90  # the page bottom is no cut
+    assert distance_to_cut((0, 10, 5, 20), Band(0, 300), 300) == 300  # a band of the whole page: no cut
+
+
+def test_covered_is_the_intersection_over_the_smaller_box():
+    from varco_ocr.bands import _covered
+
+    small, big = (2, 1, 6, 4), (1, 0, 11, 40)  # 4 x 3 inside 10 x 40
+    assert _covered(small, big) == _covered(big, small) == 1.0
+    a, b = (1, 0, 11, 4), (2, 1, 6, 30)  # overlap 4 x 3 = 12; smaller area 10 x 4 = 40
+    assert _covered(a, b) == _covered(b, a) == 0.3
+    assert _covered((0, 0, 10, 10), (9, 0, 20, 10)) == 0.1  # one column in common
+    assert _covered((0, 0, 10, 10), (0, 9, 10, 20)) == 0.1  # one row in common
+    assert _covered((0, 0, 10, 10), (20, 0, 30, 10)) == 0.0  # apart in x only
+    assert _covered((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0  # touching
+    assert _covered((5, 5, 6, 6), (0, 0, 10, 10)) == 1.0  # a one-pixel box inside
+
+
+def test_a_word_covering_exactly_half_of_a_kept_word_is_a_duplicate():
+    bands = [Band(0, 550), Band(450, 1000)]
+    first = [Word("A", (10, 480, 60, 510))]  # 40 px from the cut at 550
+    second = [Word("A'", (35, 30, 85, 60))]  # page (35, 480, 85, 510): 30 px from the cut at 450, half of A
+    assert [w.text for w in merge_band_words(bands, [first, second], 1000)] == ["A"]
+    second = [Word("B", (36, 30, 86, 60))]  # 24 of 50 columns in common: under half, a word of its own
+    assert sorted(w.text for w in merge_band_words(bands, [first, second], 1000)) == ["A", "B"]
+
+
+@pytest.mark.parametrize("truncated_band", [None, 1])
+def test_reread_plans_from_its_arguments_and_keeps_the_page_fields(truncated_band):
+    """Nothing read the first time: the most bands (here max_bands=3) with the overlap given; the page
+    keeps its raw answer and dpi, and is truncated exactly when a band's answer was."""
+    image = Image.new("RGB", (400, 1000), "white")
+    first = build_page([], index=5, width=400, height=1000, truncated=True, raw="first answer", dpi=300.0)
+    heights = []
+
+    def ocr_images(crops):
+        heights.extend(c.size[1] for c in crops)
+        return [([], k == truncated_band, 0) for k in range(len(crops))]
+
+    page = reread_in_bands(image, first, ocr_images, max_bands=3, overlap=100)
+    assert heights == [b.height for b in plan_bands(1000, 3, 100)] == [400, 400, 400]
+    assert page.truncated is (truncated_band is not None)
+    assert (page.raw, page.dpi, page.index) == ("first answer", 300.0, 5)

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,81 @@ def test_dropped_boxes_round_trip_and_default():
     assert Document.loads(Document("x", (page,)).dumps()).pages[0].dropped_boxes == 3
     del d["pages"][0]["dropped_boxes"]  # files written before the field existed
     assert Document.from_dict(d).pages[0].dropped_boxes == 0
+
+
+# -- exact members and defaults (mutation testing, benchmarks/RESULTS.md) ---------------------------
+
+
+def test_page_source_round_trips_and_is_absent_for_model_pages():
+    from dataclasses import replace
+
+    pdf_text = replace(build_page([Word("a", (0, 0, 5, 5))], index=0, width=10, height=10), source="pdf-text")
+    model = build_page([Word("b", (0, 0, 5, 5))], index=1, width=10, height=10)
+    doc = Document("x.pdf", (pdf_text, model))
+    d = json.loads(doc.dumps())
+    assert d["pages"][0]["source"] == "pdf-text" and "source" not in d["pages"][1]
+    for indent in (2, None):
+        assert [p.source for p in Document.loads(doc.dumps(indent=indent)).pages] == ["pdf-text", None]
+
+
+def test_members_a_reader_may_omit_take_their_documented_defaults():
+    page = Page.from_dict({"index": 4, "width": 10, "height": 20})
+    assert page == Page(4, 10, 20) and page.blocks == () and page.truncated is False and page.source is None
+    doc = Document.from_dict({"version": SCHEMA_VERSION})
+    assert doc == Document("") and doc.pages == () and doc.metadata == {}
+    with pytest.raises(ValueError) as info:
+        Document.from_dict({"pages": []})
+    assert str(info.value) == f"unsupported document schema version '' (expected {SCHEMA_VERSION})"
+
+
+def test_default_layout_is_two_space_indent_and_one_line_keeps_non_ascii_text():
+    doc = make_document()
+    assert doc.dumps() == doc.dumps(indent=2)
+    assert '\n  "version": ' in doc.dumps() and '\n        {"text": "영수증", ' in doc.dumps()
+    one_line = doc.dumps(indent=None)
+    assert "\n" not in one_line and '"text": "영수증"' in one_line  # UTF-8 text, not \uc601 escapes
+
+
+def test_union_of_no_boxes_is_refused():
+    from varco_ocr.document import union_bbox
+
+    with pytest.raises(ValueError, match="^union of no boxes$"):
+        union_bbox([])
+    assert union_bbox([(5, 1, 9, 4), (2.7, 3, 6, 8.9)]) == (2, 1, 9, 8)
+
+
+def test_indented_layout_of_two_pages_and_of_no_page_exactly():
+    """The whole file, as documented in Document.dumps: json's indent=2 layout, except that each word,
+    line and block is one line (a page without words keeps ``[]``)."""
+    first = build_page([Word("a", (0, 0, 5, 5), 0.5)], index=0, width=10, height=10)
+    doc = Document("x.png", (first, Page(1, 10, 10)), model="m")
+    item_lines = {'{"text": "a", "bbox": [0, 0, 5, 5], "confidence": 0.5}',
+                  '{"text": "a", "bbox": [0, 0, 5, 5], "word_ids": [0]}', '{"bbox": [0, 0, 5, 5], "line_ids": [0]}'}
+    # json's own indent=2 text, with each word/line/block object folded back onto one line
+    expected = json.dumps(json.loads(doc.dumps()), indent=2, ensure_ascii=False)
+    for item in item_lines:
+        expected = expected.replace(json.dumps(json.loads(item), indent=2).replace("\n", "\n        "), item)
+    assert doc.dumps() == expected
+    assert expected.count("\n        {") == 3 and '\n      "words": [],\n' in expected  # the folding happened
+    assert Document("x").dumps() == '{\n  "version": "1.0",\n  "source": "x",\n  "model": null,\n  "metadata": {},\n  "pages": []\n}'
+
+
+def test_atomic_writes_create_files_with_a_plain_open_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "out.json", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644  # 0666 minus the umask, not 0600 or 0755
+
+
+def test_atomic_write_takes_another_temporary_name_when_one_is_in_use(tmp_path, monkeypatch):
+    import secrets
+
+    taken = tmp_path / ".out.json.aaaaaaaa.tmp"
+    taken.write_text("another writer's")
+    names = iter(["aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(names))
+    write_atomic(tmp_path / "out.json", "mine")
+    assert (tmp_path / "out.json").read_text() == "mine" and taken.read_text() == "another writer's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.json.aaaaaaaa.tmp", "out.json"]

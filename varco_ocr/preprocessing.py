@@ -56,6 +56,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
+    if mode == "La":  # premultiplied grey + alpha: Pillow converts it to LA only, not to RGBA
+        image = image.convert("LA")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

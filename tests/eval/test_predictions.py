@@ -98,3 +98,253 @@ def test_rrc_zip_round_trip_property(tmp_path_factory):
             assert [(r.points, r.text) for r in preds[key].regions] == [(tuple((float(x), float(y)) for x, y in r.points), r.text) for r in regions]
 
     check()
+
+
+# -- exact reader behaviour (mutation testing, benchmarks/RESULTS.md) ------------------------------
+
+import io  # noqa: E402
+import json  # noqa: E402
+
+from varco_ocr.eval import predictions  # noqa: E402
+
+
+def test_document_words_keep_their_text_and_windows_sources_their_stem(tmp_path):
+    doc = make_doc("C:\\scans\\img_12.jpg", [("Hello", (1, 2, 20, 10)), ("world", (25, 2, 50, 10))])
+    doc.save(tmp_path / "run.json")
+    preds = read_predictions(tmp_path / "run.json")
+    assert list(preds) == ["img_12"]
+    assert [(r.text, r.ltrb) for r in preds["img_12"].regions] == [("Hello", (1, 2, 20, 10)), ("world", (25, 2, 50, 10))]
+
+
+def _error(path):
+    with pytest.raises(EvalDataError) as info:
+        read_predictions(path)
+    return str(info.value)
+
+
+def test_document_reader_errors_name_the_file_and_line(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("x")
+    assert _error(empty) == f"{empty}: no .json or .jsonl prediction files found"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "version": "1.0",\n  oops\n}')
+    assert _error(bad) == f"{bad}:3: invalid JSON: Expecting property name enclosed in double quotes"
+    bad.write_text('{"version": "9.0"}')
+    assert _error(bad) == f"{bad}: not a varco-ocr document: unsupported document schema version '9.0' (expected 1.0)"
+    bad.write_bytes(b'{"source": "\xff"}')
+    assert _error(bad).startswith(f"{bad}: not UTF-8 (invalid start byte at byte 12)")
+    lines = tmp_path / "run.jsonl"
+    lines.write_text(make_doc("a.jpg", []).dumps(indent=None) + '\n{"version": "9.0"}\n')
+    assert _error(lines) == f"{lines}:2: not a varco-ocr document: unsupported document schema version '9.0' (expected 1.0)"
+    lines.write_text(make_doc("x/img_1.jpg", []).dumps(indent=None) + "\n\n" + make_doc("y/img_1.png", []).dumps(indent=None) + "\n")
+    assert _error(lines) == f"{lines}:3: a second document for image 'img_1'"
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    make_doc("x/img_1.jpg", []).save(twice / "a.json")
+    make_doc("y/img_1.png", []).save(twice / "b.json")
+    assert _error(twice) == f"{twice / 'b.json'}: a second document for image 'img_1'"
+
+
+def test_document_coordinates_up_to_a_million_on_the_first_page_only(tmp_path):
+    ok = make_doc("img_1.jpg", [("w", (0, 0, 1_000_000, 10))])
+    second = Page(index=1, width=10, height=10, blocks=(Block((Line((Word("far", (0, 0, 5_000_000, 10)),)),)),))
+    ok = Document(ok.source, ok.pages + (second,))
+    ok.save(tmp_path / "ok.json")
+    assert read_predictions(tmp_path / "ok.json")["img_1"].regions[0].ltrb == (0, 0, 1_000_000, 10)
+    far = make_doc("img_1.jpg", [("a-very-long-word-of-30-letters", (0, -1_000_001, 5, 10))])
+    far.save(tmp_path / "far.json")
+    assert _error(tmp_path / "far.json") == (f"{tmp_path / 'far.json'}: word 'a-very-long-word-of-' has a coordinate "
+                                             "out of range (|value| <= 1,000,000)")
+    far_in_jsonl = tmp_path / "far.jsonl"
+    far_in_jsonl.write_text("\n" + far.dumps(indent=None) + "\n")
+    assert _error(far_in_jsonl).startswith(f"{far_in_jsonl}:2: word ")
+
+
+def test_documents_without_pages_do_not_stop_the_reading(tmp_path):
+    run = tmp_path / "run.jsonl"
+    run.write_text(Document("img_1.jpg").dumps(indent=None) + "\n" + make_doc("img_2.jpg", [("b", (0, 0, 5, 5))]).dumps(indent=None) + "\n")
+    preds = read_predictions(run)
+    assert preds["img_1"] == predictions.Prediction((), "") and preds["img_2"].text == "b"
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    Document("img_1.jpg").save(folder / "a.json")
+    (folder / "b.JSONL").write_text(make_doc("img_2.jpg", [("b", (0, 0, 5, 5))]).dumps(indent=None))  # suffix in capitals
+    assert set(read_predictions(folder)) == {"img_1", "img_2"}
+
+
+def test_rrc_folder_round_trip(tmp_path):
+    regions = {"img_1": [TextRegion.from_ltrb(1, 2, 30, 40, "a,b")], "img_2": []}
+    predictions.write_rrc_folder(tmp_path / "res", regions)
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["res_img_1.txt", "res_img_2.txt"]
+    (tmp_path / "res" / "res_.txt").write_text("not, a, box\n")  # no image key: not a prediction file
+    (tmp_path / "res" / "notes.txt").write_text("x")
+    preds = read_predictions(tmp_path / "res")
+    assert set(preds) == {"img_1", "img_2"}
+    assert [(r.text, r.ltrb) for r in preds["img_1"].regions] == [("a,b", (1, 2, 30, 40))] and preds["img_2"].regions == ()
+
+
+def test_rrc_folder_errors_name_the_file_and_line(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "res_img_1.txt").write_text("0,0,1,0,1,1,0,1,x\n")
+    (tmp_path / "b" / "res_img_1.txt").write_text("0,0,1,0,1,1,0,1,x\n")
+    assert _error(tmp_path) == (f"{tmp_path / 'b' / 'res_img_1.txt'}: a second prediction file for image 'img_1' "
+                                f"(first: {tmp_path / 'a' / 'res_img_1.txt'})")
+    (tmp_path / "b" / "res_img_1.txt").unlink()
+    (tmp_path / "b" / "res_img_2.txt").mkdir()
+    assert _error(tmp_path) == f"{tmp_path / 'b' / 'res_img_2.txt'}: a folder named like a prediction file"
+    (tmp_path / "b" / "res_img_2.txt").rmdir()
+    (tmp_path / "b" / "res_img_2.txt").write_text("0,0,1,0,1,1,0,1,x\n\nfoo\n")
+    assert _error(tmp_path).startswith(f"{tmp_path / 'b' / 'res_img_2.txt'}:3: expected x1,y1")
+
+
+def test_rrc_folder_size_limits_are_inclusive(tmp_path, monkeypatch):
+    # the real limits are megabytes; the same accounting is checked on 20-byte files
+    monkeypatch.setattr(predictions, "MAX_MEMBER_BYTES", 20)
+    monkeypatch.setattr(predictions, "MAX_TOTAL_BYTES", 40)
+    line = "0,0,1,0,1,1,0,1,abc\n"
+    assert len(line) == 20
+    (tmp_path / "res_img_1.txt").write_text(line)
+    (tmp_path / "res_img_2.txt").write_text(line)
+    assert set(read_predictions(tmp_path)) == {"img_1", "img_2"}  # each at the limit, together at the total
+    (tmp_path / "res_img_3.txt").write_text("\n")
+    assert _error(tmp_path) == f"{tmp_path}: prediction files hold more than 40 bytes"
+    (tmp_path / "res_img_3.txt").write_text(line + "\n")
+    assert _error(tmp_path) == f"{tmp_path / 'res_img_3.txt'}: 21 bytes, more than any prediction file holds (limit 20)"
+
+
+def test_stream_lines_reads_in_bounded_chunks_and_counts_lines_from_one():
+    class Recording(io.BytesIO):
+        sizes: list = []
+
+        def read(self, size=-1):
+            self.sizes.append(size)
+            return super().read(size)
+
+    data = b"a\n" * 70_000  # more than two chunks
+    stream = Recording(data)
+    lines = list(predictions._stream_lines(stream, "m", len(data)))
+    assert len(lines) == 70_000 and lines[0] == (1, b"a") and lines[-1] == (70_000, b"a")
+    assert set(stream.sizes) == {64 * 1024}
+    with pytest.raises(EvalDataError, match=f"^m: larger than {len(data) - 1:,} bytes"):
+        list(predictions._stream_lines(io.BytesIO(data), "m", len(data) - 1))
+
+
+def test_parse_errors_without_a_path_say_res():
+    with pytest.raises(EvalDataError, match="^<res>:1: expected x1,y1"):
+        parse_rrc_result("1,2")
+
+
+def test_stream_lines_keeps_a_last_line_without_newline_and_bounds_line_length():
+    assert list(predictions._stream_lines(io.BytesIO(b"a\nb"), "m", 10)) == [(1, b"a"), (2, b"b")]
+    longest = b"x" * 65536  # MAX_LINE_BYTES exactly: accepted, whether a newline ends it or not
+    assert list(predictions._stream_lines(io.BytesIO(b"a\n" + longest + b"\n"), "m", 10**6))[1] == (2, longest)
+    assert list(predictions._stream_lines(io.BytesIO(b"a\n" + longest), "m", 10**6))[1] == (2, longest)
+    for tail in (b"\n", b""):
+        with pytest.raises(EvalDataError, match="^m:2: line longer than 65,536 bytes$"):
+            list(predictions._stream_lines(io.BytesIO(b"a\n" + longest + b"y" + tail), "m", 10**6))
+
+
+def test_a_member_is_named_in_size_and_encoding_errors_and_zip_members_are_counted(tmp_path):
+    with pytest.raises(EvalDataError, match="^w: larger than 20 bytes"):
+        predictions._regions_from_stream(io.BytesIO(b"x" * 30), "w", 20, "quad")
+    (tmp_path / "res_img_1.txt").write_bytes(b"0,0,1,0,1,1,0,1,ok\n0,0,1,0,1,1,0,1,\xff\n")
+    assert _error(tmp_path) == f"{tmp_path / 'res_img_1.txt'}:2: not UTF-8 (invalid start byte at byte 16 of the line)"
+    write_rrc_zip(tmp_path / "sub.zip", {"a": [], "b": [], "c": []})
+    assert predictions._zip_member_count(tmp_path / "sub.zip") == 3
+    (tmp_path / "plain.zip").write_bytes(b"not a zip at all")
+    assert predictions._zip_member_count(tmp_path / "plain.zip") is None
+
+
+def _zip(path, members, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_reader_checks_in_process_with_exact_messages(tmp_path, monkeypatch):
+    """The zip checks of test_untrusted_predictions.py (run there through the CLI), here in-process with
+    small limits, so a changed limit, boundary or message is seen: each limit is inclusive."""
+    line = "0,0,1,0,1,1,0,1,abc\n"  # 20 bytes
+    nested = _zip(tmp_path / "nested.zip", {"preds/sub/res_img_1.txt": line, "preds/notes.txt": "x"})
+    assert list(read_predictions(nested)) == ["img_1"]
+    monkeypatch.setattr(predictions, "MAX_MEMBERS", 3)
+    three = _zip(tmp_path / "three.zip", {"c.txt": "", "res_a.txt": "", "res_b.txt": ""})
+    assert set(read_predictions(three)) == {"a", "b"}
+    four = _zip(tmp_path / "four.zip", {"res_a.txt": "", "res_b.txt": "", "c.txt": "", "d.txt": ""})
+    assert _error(four) == f"{four}: 4 members, more than a predictions zip holds (limit 3)"
+    plain = tmp_path / "plain.zip"
+    plain.write_bytes(b"PK not really")
+    assert _error(plain) == f"{plain}: not a zip file (File is not a zip file)"
+    folder = _zip(tmp_path / "folder.zip", {"res_a.txt/": ""})
+    assert _error(folder) == f"{folder}!res_a.txt/: a folder named like a prediction file"
+    twice = _zip(tmp_path / "twice.zip", {"a/res_img_1.txt": line, "b/res_img_1.txt": line})
+    assert _error(twice) == f"{twice}!b/res_img_1.txt: a second prediction file for image 'img_1' (first: a/res_img_1.txt)"
+    monkeypatch.setattr(predictions, "MAX_MEMBER_BYTES", 20)
+    monkeypatch.setattr(predictions, "MAX_TOTAL_BYTES", 40)
+    at_limits = _zip(tmp_path / "limits.zip", {"res_a.txt": line, "res_b.txt": line})
+    assert set(read_predictions(at_limits)) == {"a", "b"}
+    over = _zip(tmp_path / "over.zip", {"res_a.txt": line, "res_b.txt": line, "res_c.txt": "\n"})
+    assert _error(over) == f"{over}: prediction files hold more than 40 bytes uncompressed"
+    big = _zip(tmp_path / "big.zip", {"res_a.txt": line + "\n"})
+    assert _error(big) == f"{big}!res_a.txt: 21 bytes uncompressed, more than any prediction file holds (limit 20)"
+
+
+def test_zip_compression_ratio_and_damaged_members(tmp_path, monkeypatch):
+    monkeypatch.setattr(predictions, "RATIO_FLOOR_BYTES", 1000)
+    dense = _zip(tmp_path / "dense.zip", {"res_a.txt": "\n" * 20_000})
+    info = zipfile.ZipFile(dense).getinfo("res_a.txt")
+    ratio = info.file_size / info.compress_size
+    assert ratio > 100
+    assert _error(dense) == (f"{dense}!res_a.txt: compression ratio {ratio:,.0f}:1, which no prediction file has "
+                             "(limit 100:1)")
+    monkeypatch.setattr(predictions, "RATIO_FLOOR_BYTES", 20_000)  # at the floor: not checked
+    assert read_predictions(dense)["a"].regions == ()
+    stored = _zip(tmp_path / "stored.zip", {"res_a.txt": "0,0,1,0,1,1,0,1,abc\n"}, zipfile.ZIP_STORED)
+    data = stored.read_bytes().replace(b"abc", b"abd", 1)
+    stored.write_bytes(data)
+    assert _error(stored) == f"{stored}!res_a.txt: damaged member (Bad CRC-32 for file 'res_a.txt')"
+
+
+def test_zip_members_that_cannot_be_read_are_refused_by_name(tmp_path):
+    def patched(name, offset_in_central, value):
+        path = _zip(tmp_path / name, {"notes.txt": "x", "res_a.txt": "0,0,1,0,1,1,0,1,abc\n"}, zipfile.ZIP_STORED)
+        data = bytearray(path.read_bytes())
+        central = data.rfind(b"PK\x01\x02")  # the last central header: res_a.txt
+        data[central + offset_in_central: central + offset_in_central + 2] = value.to_bytes(2, "little")
+        path.write_bytes(bytes(data))
+        return path
+
+    encrypted = patched("encrypted.zip", 8, 0x1)  # general purpose flag bit 0
+    assert _error(encrypted) == f"{encrypted}!res_a.txt: encrypted member; predictions must be stored without a password"
+    unknown = patched("unknown.zip", 10, 99)  # compression method 99 (AES)
+    assert _error(unknown) == (f"{unknown}!res_a.txt: unsupported compression method 99 "
+                               "(supported: stored, deflate, bzip2, lzma)")
+    broken = _zip(tmp_path / "broken.zip", {"res_a.txt": "0,0,1,0,1,1,0,1,abc\n" * 50})
+    data = bytearray(broken.read_bytes())
+    start = data.find(b"res_a.txt") + len("res_a.txt")  # the local header's name, then the deflated data
+    data[start: start + 8] = b"\xff" * 8
+    broken.write_bytes(bytes(data))
+    assert _error(broken).startswith(f"{broken}!res_a.txt: damaged member, cannot decompress (")
+
+
+def test_rrc_zip_defaults_messages_and_a_normal_member_over_the_ratio_floor(tmp_path, monkeypatch):
+    region = TextRegion.from_ltrb(1, 2, 30, 40, "a,b")
+    data = predictions.rrc_zip_bytes({"img_1": [region]}, "gt_")
+    (tmp_path / "gt.zip").write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "gt.zip") as zf:
+        assert zf.read("gt_img_1.txt").decode() == "1,2,30,2,30,40,1,40,a,b\n"  # quads with text by default
+        assert zf.getinfo("gt_img_1.txt").compress_type == zipfile.ZIP_DEFLATED
+    sub = _zip(tmp_path / "sub.zip", {"res_img_1.txt": "1,2,30,2,30,40,1,40,a,b\n"})
+    preds = predictions.read_rrc_predictions(sub)  # the default box format: quads
+    assert preds["img_1"].regions == (region,) and preds["img_1"].text == "a,b"
+    empty = _zip(tmp_path / "empty.zip", {"notes.txt": "x"})
+    assert _error(empty) == f"{empty}: no res_<image>.txt files found"
+    bad = _zip(tmp_path / "bad.zip", {"res_img_1.txt": "1,2,3\n"})
+    assert _error(bad).startswith(f"{bad}!res_img_1.txt:1: expected x1,y1")
+    monkeypatch.setattr(predictions, "RATIO_FLOOR_BYTES", 1000)
+    varied = "".join(f"{i},{2 * i},{i + 7},{i},{i + 7},{i + 9},{i},{i + 9},w{i * 7919 % 1000}\n" for i in range(100))
+    normal = _zip(tmp_path / "normal.zip", {"res_img_1.txt": varied})
+    assert len(read_predictions(normal)["img_1"].regions) == 100  # over the floor, a text file's ratio: read

@@ -28,3 +28,16 @@ def test_ground_truth_against_itself(icdar2015_sample, funsd_test):
     for samples in (load_icdar2015(icdar2015_sample), load_funsd(funsd_test)):
         metrics, _ = text_metrics.evaluate([(s.text, s.text) for s in samples])
         assert metrics.cer == 0.0 and metrics.one_minus_ned == 1.0
+
+
+def test_a_data_set_without_ground_truth_characters_and_an_empty_one():
+    # no ground-truth characters: CER is 0 when nothing was predicted either, 1 when something was
+    assert text_metrics.evaluate([("", ""), (" ", "\n")])[0].cer == 0.0
+    assert text_metrics.evaluate([("", ""), ("", "x")])[0].cer == 1.0
+    metrics, per_image = text_metrics.evaluate([])
+    assert (metrics.cer, metrics.ned, per_image) == (0.0, 0.0, [])
+
+
+def test_report_keys_of_the_text_metrics():
+    metrics, _ = text_metrics.evaluate([("abcd", "abed")])
+    assert metrics.to_dict() == {"cer": 0.25, "ned": 0.25, "1-ned": 0.75}
