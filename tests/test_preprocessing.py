@@ -224,3 +224,16 @@ def test_one_coloured_pixel_anywhere_makes_a_page_colour(row, channel):
     colour[channel] = 129
     image.putpixel((39, row), tuple(colour))
     assert grey_pixels(image) is None
+
+
+def test_an_image_without_pixels_is_refused_in_one_line_not_divided_by_zero():
+    # upscaled_size(0, 0) divided by the long side (ZeroDivisionError); an in-memory 0x0 or 0xN image
+    # reached it through prepare_for_model.
+    from varco_ocr.errors import InputError
+    from varco_ocr.preprocessing import prepare_for_model, upscaled_size
+
+    assert upscaled_size(0, 0) == (0, 0)
+    assert upscaled_size(0, 100) == (0, 2304)
+    for size in [(0, 0), (0, 50), (50, 0)]:
+        with pytest.raises(InputError, match=rf"^an image of {size[0]}x{size[1]} pixels has nothing to read$"):
+            prepare_for_model(Image.new("RGB", size))

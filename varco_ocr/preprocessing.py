@@ -113,7 +113,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
 def upscaled_size(width: int, height: int, min_long_side: int = DEFAULT_MIN_LONG_SIDE) -> tuple[int, int]:
     """The size the model card resizes to: up to ``min_long_side`` on the longer side, never down."""
     long_side = max(width, height)
-    if min_long_side <= 0 or long_side >= min_long_side:
+    if min_long_side <= 0 or long_side >= min_long_side or long_side == 0:  # nothing to scale (0x0: no division)
         return width, height
     scale = min_long_side / long_side
     return int(width * scale), int(height * scale)
@@ -121,6 +121,8 @@ def upscaled_size(width: int, height: int, min_long_side: int = DEFAULT_MIN_LONG
 
 def prepare_for_model(image: Image.Image, min_long_side: int = DEFAULT_MIN_LONG_SIDE) -> Image.Image:
     """RGB image -> the image the model sees (upscaled by the model card's rule, bicubic)."""
+    if not (image.width and image.height):  # an in-memory image can have no pixels; a file of one is refused earlier
+        raise InputError(f"an image of {image.width}x{image.height} pixels has nothing to read")
     image = to_rgb(image)
     size = upscaled_size(*image.size, min_long_side)
     if size == image.size:
