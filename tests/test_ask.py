@@ -86,8 +86,9 @@ def test_page_budget_is_checked_before_rendering(samples, tmp_path):
         ("receipt.png", 1), ("three-pages.pdf", 1), ("three-pages.pdf", 2), ("three-pages.pdf", 3)]
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError) as raised:
         ask.collect_pages([bad])
+    assert str(raised.value) == f"{bad}: not an image file Pillow can read"  # the path once, not twice
 
 
 def test_page_budget_advice_fits_what_was_given(samples):

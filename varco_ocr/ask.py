@@ -99,8 +99,9 @@ def collect_pages(
         result = AskPages([], [])
         for doc in opened:
             for page in doc.iter_pages():
-                if page.image is None:
-                    raise InputError(f"{doc.path}: {page.error}")
+                if page.image is None:  # an image's error already starts with its path; a page's does not
+                    named = str(page.error).startswith(f"{doc.path}:")
+                    raise InputError(str(page.error) if named else f"{doc.path}: {page.error}")
                 result.images.append(page.image)
                 result.sources.append(PageSource(str(doc.path), page.index + 1))
         return result
