@@ -561,3 +561,38 @@ def test_a_page_file_mostly_made_of_metadata_is_sent_as_pixels(tmp_path):
     padded = load_image(tmp_path / "padded.png")
     assert stored_data_url(padded) is None
     assert len(page_data_url(padded)) < 100_000  # the pixels, encoded: not the 3 MB file
+
+
+def test_a_page_edited_in_memory_or_changed_on_disk_is_sent_as_the_pixels_read(tmp_path):
+    """The file's own bytes stand for the page only while they are the pixels that were read: an
+    image the caller opened and edited in place (a redaction drawn on it) still carries its file's
+    name and format, and a file replaced on disk since it was decoded holds other pixels; both were
+    sent as the file."""
+    import io
+    import os
+
+    from PIL import ImageDraw
+
+    from varco_ocr.preprocessing import load_image, prepare_for_model
+    from varco_ocr.server import page_data_url, stored_data_url
+
+    def sent_pixel(url: str) -> tuple:
+        return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB").getpixel((10, 10))
+
+    path = tmp_path / "page.png"
+    Image.new("RGB", (3000, 2000), "white").save(path)
+
+    edited = Image.open(path)
+    edited.load()
+    ImageDraw.Draw(edited).rectangle((0, 0, 100, 100), fill="black")  # e.g. a redaction
+    page = prepare_for_model(load_image(edited))
+    assert stored_data_url(page) is None
+    assert sent_pixel(page_data_url(page)) == (0, 0, 0)
+
+    read = prepare_for_model(load_image(path))
+    assert stored_data_url(read) is not None  # unchanged: the file's bytes
+    stat = path.stat()
+    Image.new("RGB", (3000, 2000), "black").save(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert stored_data_url(read) is None
+    assert sent_pixel(page_data_url(read)) == (255, 255, 255)  # what was read, not the file as it is now

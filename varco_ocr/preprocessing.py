@@ -76,6 +76,11 @@ def upright(image: Image.Image) -> Image.Image:
     return image
 
 
+# ``image.info`` key ``load_image`` sets when the image it returns is exactly the pixels it decoded from
+# a file: (filename, size, mtime_ns) of that file. An image opened or edited elsewhere never has it.
+DECODED_FILE = "varco_ocr.decoded_file"
+
+
 def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
     """Open an image file (first frame), apply EXIF orientation, convert to RGB.
 
@@ -91,7 +96,8 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             raise InputError(f"{label}: no such file")
         if path.is_dir():
             raise InputError(f"{label}: is a folder, not an image")
-        if path.stat().st_size == 0:
+        stat = path.stat()  # before opening: a file replaced after this no longer matches it (server.stored_data_url)
+        if stat.st_size == 0:
             raise InputError(f"{label}: file is empty")
     elif isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -99,7 +105,11 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         with Image.open(source) as im:
             check_pixel_limit(*im.size, max_pixels, label)
             im.load()
-            return to_rgb(upright(im))
+            image = to_rgb(upright(im))
+            if image is im and isinstance(source, (str, os.PathLike)):
+                # The pixels are the file's own, as decoded here: which file, and which version of it.
+                image.info[DECODED_FILE] = (im.filename, stat.st_size, stat.st_mtime_ns)
+            return image
     except InputError:
         raise
     except UnidentifiedImageError:

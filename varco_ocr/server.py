@@ -62,6 +62,7 @@ from varco_ocr.confidence import word_confidences
 from varco_ocr.document import Page, Word
 from varco_ocr.errors import VarcoOCRError
 from varco_ocr.preprocessing import (
+    DECODED_FILE,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_LONG_SIDE,
     ImageSource,
@@ -295,21 +296,26 @@ _STORED_SLACK = 64 * 1024
 
 def stored_data_url(image: Image.Image) -> str | None:
     """The file ``image`` was decoded from, as a data URL, when that file is exactly what the model
-    reads: a PNG or JPEG opened from a file and used as it is (``load_image`` and the upscale
-    returned it unchanged: RGB, no EXIF rotation to apply, large enough), without transparency.
+    reads: a PNG or JPEG that ``load_image`` decoded from a file, used as it is (it and the upscale
+    returned it unchanged: RGB, no EXIF rotation to apply, large enough), without transparency, and
+    the file still the version decoded (size and mtime_ns).
     The server decodes it to the same pixels (Pillow, then ``convert("RGB")``: a no-op on RGB);
     nothing is decoded or encoded here. None otherwise (the pixels are encoded instead)."""
     from PIL import ImageFile
 
     kind = _STORED_TYPES.get(getattr(image, "format", None) or "")
-    filename = getattr(image, "filename", None)
-    if not (isinstance(image, ImageFile.ImageFile) and kind and filename and image.mode == "RGB"):
+    decoded = image.info.get(DECODED_FILE)  # set by load_image only: not an image a caller opened or edited
+    if not (isinstance(image, ImageFile.ImageFile) and kind and isinstance(decoded, tuple) and image.mode == "RGB"):
         return None
+    filename, size, mtime_ns = decoded
     try:
         if "transparency" in image.info or getattr(image, "n_frames", 1) != 1:
             return None
         limit = image.width * image.height * 3 + _STORED_SLACK
         with open(filename, "rb") as f:
+            st = os.fstat(f.fileno())
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                return None  # the file changed since it was decoded: send the pixels that were read
             data = f.read(limit + 1)
     except (OSError, ValueError):  # gone since it was decoded, or unreadable: send the pixels we have
         return None
