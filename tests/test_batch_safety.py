@@ -542,3 +542,20 @@ def test_log_records_of_another_shape_are_ignored_not_a_traceback(tmp_path, back
     (out / LOG_NAME).write_text("".join(json.dumps(r) + "\n" for r in bad), encoding="utf-8")
     summary = run([src], backend, _opts(out, ("json",)))
     assert [(o.status, o.outputs) for o in summary.outcomes] == [("done", ["x.json"])]
+
+
+def test_a_done_record_with_malformed_page_warnings_is_ignored_not_a_traceback(tmp_path, backend):
+    """A done record whose fingerprint and outputs match but whose ``page_warnings`` are not strings
+    (a hand edit, another version) reached skipped_outcome and raised AttributeError; it is ignored
+    like any other misshapen record, so the document's earlier good record decides."""
+    src = _png(tmp_path / "in" / "x.png")
+    out = tmp_path / "out"
+    first = run([src], backend, _opts(out, ("json",)))
+    assert [o.status for o in first.outcomes] == ["done"]
+    log = out / LOG_NAME
+    good = [r for r in map(json.loads, log.read_text(encoding="utf-8").splitlines()) if r.get("status") == "done"][-1]
+    for damaged in ({**good, "page_warnings": [1], "pages_missing": "2"}, {**good, "pages_missing": 7}):
+        with log.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(damaged) + "\n")
+        again = run([src], backend, _opts(out, ("json",)))
+        assert [o.status for o in again.outcomes] == ["skipped"]

@@ -334,6 +334,11 @@ def _well_formed(rec: Any) -> bool:
     by_format = rec.get("outputs_by_format")
     if by_format is not None and not (isinstance(by_format, dict) and all(isinstance(k, str) and _is_str_list(v) for k, v in by_format.items())):
         return False
+    warnings = rec.get("page_warnings")  # read back when the document is skipped (skipped_outcome)
+    if warnings is not None and not _is_str_list(warnings):
+        return False
+    if not isinstance(rec.get("pages_missing"), (str, type(None))):
+        return False
     return isinstance(rec.get("status", ""), str) and isinstance(rec.get("fingerprint", ""), (str, type(None)))
 
 
