@@ -356,6 +356,11 @@ class OCREngine:
         """OCR one image (a path, bytes, file object or PIL image)."""
         return self.ocr_batch([image], batch_size=1, indices=[index])[0]
 
+    def _by_model_size(self, images: Sequence[Image.Image]) -> list[int]:
+        """Indices of ``images`` by the pixels the model will see (then by position): pages batched
+        together pad to about the same size."""
+        return sorted(range(len(images)), key=lambda i: (_pixels(upscaled_size(*images[i].size, self.min_long_side)), i))
+
     def ocr_batch(
         self,
         images: Sequence[ImageSource],
@@ -376,7 +381,7 @@ class OCREngine:
         loaded = [self._load(im) for im in images]
         indices = list(indices) if indices is not None else [0] * len(loaded)
         dpis = list(dpis) if dpis is not None else [None] * len(loaded)
-        order = sorted(range(len(loaded)), key=lambda i: (_pixels(upscaled_size(*loaded[i].size, self.min_long_side)), i))
+        order = self._by_model_size(loaded)
         step = max(1, batch_size)
         chunks = [[(i, loaded[i]) for i in order[start : start + step]] for start in range(0, len(order), step)]
         pages: list[Page | None] = [None] * len(loaded)
@@ -410,8 +415,7 @@ class OCREngine:
 
         def load(batch: PageBatch) -> list[tuple[int, Image.Image]]:
             loaded = [self._load(im) for im in batch.images]
-            order = sorted(range(len(loaded)), key=lambda i: (_pixels(upscaled_size(*loaded[i].size, self.min_long_side)), i))
-            return [(i, loaded[i]) for i in order]
+            return [(i, loaded[i]) for i in self._by_model_size(loaded)]
 
         def read(batch: PageBatch, chunk: list[tuple[int, Image.Image]], gens: list[Generation]) -> list[Page]:
             n = len(chunk)
