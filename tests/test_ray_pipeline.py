@@ -646,3 +646,30 @@ def test_public_names_and_the_scrubber():
                                                                            "client_kwargs": {"endpoint_url": "http://h"}})
     message = f"{azure}: failed; http://user:pw-123@host/x.png said pw-123, opt-secret-9, AKIDKEY1 and http://other:zz@h/"
     assert scrub(message) == f"{azure}: failed; http://***@host/x.png said ***, ***, *** and http://***@h/"
+
+
+def test_a_one_cpu_ray_reads_every_page(tmp_path, fake_servers):
+    """On a Ray of one CPU the model actor took 0.1 CPU and render/export tasks asked for a whole one,
+    so none was ever scheduled and the run hung; they now take what the actors leave. Its own Ray in a
+    subprocess (this module's Ray has 2 CPUs), bounded by a timeout."""
+    from varco_ocr.testing.fake_server import SERVED_MODEL
+
+    server = fake_servers()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (300 + len(name), 200), "white").save(scans / name)
+    script = (
+        "import functools, sys\n"
+        "from varco_ocr.batch import BatchOptions\n"
+        "from varco_ocr.ray_pipeline import RayOptions, run_ray\n"
+        "from varco_ocr.server import ServerBackend\n"
+        f"factory = functools.partial(ServerBackend, [{server.url!r}], model={SERVED_MODEL!r}, concurrency=2)\n"
+        f"s = run_ray([{str(scans)!r}], factory, BatchOptions(out_dir={str(tmp_path / 'out')!r}, formats=('json',), "
+        f"progress='none', model={SERVED_MODEL!r}), RayOptions(num_cpus=1))\n"
+        "print(sorted(o.status for o in s.outcomes))\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "['done', 'done']"
+    assert len(server.requests) == 2

@@ -376,9 +376,10 @@ def check_output_folder(out_dir: Path) -> None:
         raise OutputFolderError(f"output folder {out_dir} is not writable ({e.strerror or e})") from None
 
 
-def _remove_stale_temp_files(paths: Sequence[Path]) -> None:
-    """Temporary files a killed run left beside outputs (``.NAME.xxxxxxxx.tmp``): never complete."""
-    for path in paths:
+def remove_stale_temp_files(plans: Sequence["_Plan"], index: "LogIndex", skipped_keys: Collection[str]) -> None:
+    """Temporary files a killed run left (``.NAME.xxxxxxxx.tmp``: never complete) beside any
+    document's outputs: the planned ones and those of the documents skipped as done (local folders)."""
+    for path in [p for p, k in index.writers.items() if k in skipped_keys] + [p for pl in plans for p in pl.outputs]:
         if path.parent.is_dir():
             for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
                 try:
@@ -442,13 +443,16 @@ def _foreign_file(paths: Sequence[Path], key: str, index: LogIndex, inputs: Coll
 
 
 def plan_outputs(files: Sequence[InputFile], page_indices: Sequence[list[int]], keys: Sequence[str], options: BatchOptions,
-                 out_root: Path, index: LogIndex, inputs: Collection[Path], claimed: set[Path],
-                 others: dict[Path, str], exists: Callable[[Path], bool] = _exists_locally) -> list[_Plan]:
+                 out_root: Path, index: LogIndex, inputs: Collection[Path], skipped_keys: Collection[str],
+                 exists: Callable[[Path], bool] = _exists_locally) -> list[_Plan]:
     """Give each document a set of output paths unique in the run, checked before anything is
     written: not an input, not a path planned for another document of this run or owned (per the
     log) by another source of this run (such a document gets a numbered stem, ``NAME-2``), and not
-    a foreign existing file (the document is refused, unless ``overwrite``). ``claimed`` holds the
-    outputs of documents skipped as done and grows with each plan."""
+    a foreign existing file (the document is refused, unless ``overwrite``). The outputs of the
+    documents skipped as done (``skipped_keys``) stay theirs. Used by both runners (local and Ray)."""
+    run_keys = set(keys) | set(skipped_keys)
+    claimed = {p for p, k in index.writers.items() if k in skipped_keys}  # grows with each plan
+    others = {p: k for p, k in index.writers.items() if k in run_keys}
     plans: list[_Plan] = []
     for f, indices, key in zip(files, page_indices, keys):
         base, n = f.output_stem, 1
@@ -1015,12 +1019,8 @@ def run(inputs: Sequence[Path], backend: OCRBackend, options: BatchOptions) -> B
     guard = _InputGuard(())
     if out_dir is not None and out_root is not None:
         guard = _InputGuard(listing.files)
-        run_keys = set(keys) | skipped_keys
-        claimed = {p for p, k in index.writers.items() if k in skipped_keys}
-        others = {p: k for p, k in index.writers.items() if k in run_keys}
-        plans = plan_outputs(todo, page_indices, keys, options, out_root, index, guard, claimed, others)
-        # Temporary files a killed run left beside any document's outputs, done ones included.
-        _remove_stale_temp_files([p for p, k in index.writers.items() if k in skipped_keys] + [p for pl in plans for p in pl.outputs])
+        plans = plan_outputs(todo, page_indices, keys, options, out_root, index, guard, skipped_keys)
+        remove_stale_temp_files(plans, index, skipped_keys)
         kept: list[int] = []
         for i, plan in enumerate(plans):
             if plan.refused is None:

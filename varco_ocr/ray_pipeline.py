@@ -287,13 +287,10 @@ def run_ray(inputs: Sequence[str | os.PathLike], backend_factory: Callable[[], O
     else:
         guard = frozenset(Path(s.open_url.split("://", 1)[1]) for s in listing.files
                           if not s.local and s.open_url.split("://", 1)[0] == dest.protocol)
-    run_keys = set(keys) | skipped_keys
-    claimed = {p for p, k in index.writers.items() if k in skipped_keys}
-    others = {p: k for p, k in index.writers.items() if k in run_keys}
     files = [InputFile(s.path, s.output_stem) for s in todo]
-    plans = batch.plan_outputs(files, page_indices, keys, options, dest.out_root, index, guard, claimed, others, exists=dest.exists)
-    if dest.local:  # temporary files a killed run left beside any of these outputs
-        batch._remove_stale_temp_files([p for p, k in index.writers.items() if k in skipped_keys] + [p for pl in plans for p in pl.outputs])
+    plans = batch.plan_outputs(files, page_indices, keys, options, dest.out_root, index, guard, skipped_keys, exists=dest.exists)
+    if dest.local:
+        batch.remove_stale_temp_files(plans, index, skipped_keys)
     for s, plan, fp in zip(todo, plans, fingerprints):
         if plan.refused is not None:
             error = f"{s.url}: {plan.refused}"
@@ -349,6 +346,13 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
     actor_cpus = ray_options.cpus_per_worker
     if actor_cpus is None:
         actor_cpus = 1.0 if workers < cpus else max(0.1, (cpus - 1) / workers)
+    # Render and export tasks take what the actors leave, at most one CPU each: on a one-CPU Ray the
+    # actors' 0.1 left 0.9, and tasks asking for 1 were never scheduled (the run hung).
+    left = cpus - workers * actor_cpus
+    if left < 0.1:
+        raise ValueError(f"{workers} model actors of {actor_cpus:g} CPUs hold all {cpus:g} CPUs of the Ray cluster: "
+                         "no CPU is left to render or export pages")
+    task_cpus = min(1.0, left)
     cap = ray_options.exports_in_flight or max(2, int(2 * cpus))
 
     items = [{"doc": i, "url": s.url, "open": str(Path(s.url).resolve()) if s.local else s.open_url} for i, s in work]
@@ -365,7 +369,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
     # parameter yet, so the warning is silenced for these calls.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = ds.flat_map(_Render(render_options, ray_options.storage_options, scrub), num_cpus=1, max_retries=RETRIES)
+        ds = ds.flat_map(_Render(render_options, ray_options.storage_options, scrub), num_cpus=task_cpus, max_retries=RETRIES)
         ds = ds.map_batches(
             _ModelStage,
             fn_constructor_kwargs={"factory": backend_factory, "pid_dir": ray_options.pid_dir},
@@ -376,7 +380,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
             max_restarts=-1,
             max_task_retries=RETRIES,
         )
-    export = ray.remote(_export).options(max_retries=RETRIES, num_cpus=1)
+    export = ray.remote(_export).options(max_retries=RETRIES, num_cpus=task_cpus)
     guard_ref = ray.put(guard)  # the inputs, once in the object store, not once per document
     first_seen: dict[int, float] = {}
     states: dict[int, _DocState] = {}
