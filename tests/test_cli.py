@@ -162,6 +162,30 @@ def test_missing_input_file(tmp_path):
     assert "nope.png" in line and "no such file" in line
 
 
+def test_a_file_url_reads_the_local_file_it_names(taught, samples, tmp_path):
+    """A file:// URL (as file managers copy them; spaces percent-escaped) reads the file it names, and -o
+    accepts one too; before, the URL became the relative path 'file:/...' and was reported missing."""
+    folder = tmp_path / "scans 2026"
+    folder.mkdir()
+    image = folder / "receipt.png"
+    image.write_bytes((samples / "receipt.png").read_bytes())
+    out = tmp_path / "out put"
+    proc = run(image.as_uri(), "-o", out.as_uri(), "--format", "json", *taught.cli_args)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "receipt.json").read_text())
+    assert [(w["text"], w["bbox"]) for w in doc["pages"][0]["words"]] == taught.words("receipt")
+    missing = run("file://localhost" + (tmp_path / "no such.png").as_uri()[len("file://"):], "--model", tmp_path)
+    (line,) = assert_one_line_error(missing, 1)
+    assert str(tmp_path / "no such.png") in line and "no such file" in line
+
+
+def test_a_file_url_of_another_host_is_refused_in_one_line(tmp_path):
+    proc = run("file://scanner.example/share/a.png", "--model", tmp_path)
+    assert assert_one_line_error(proc, 2) == [
+        "varco-ocr: file://scanner.example/share/a.png: a file:// URL on another host (scanner.example); give a "
+        "local path or mount it"]
+
+
 def test_usage_error_exit_code():
     proc = run("parse", "-", stdin=ANSWER)  # neither --image nor --size
     assert_one_line_error(proc, 2)

@@ -57,6 +57,7 @@ from varco_ocr.inputs import (
 )
 from varco_ocr.pdf_text import count_by_source
 from varco_ocr.preprocessing import DEFAULT_MAX_PIXELS
+from varco_ocr.storage import is_url
 
 LOG_NAME = "varco-ocr.log.jsonl"
 
@@ -1225,10 +1226,6 @@ def _interrupts_deferred() -> Iterator[None]:
                 raise KeyboardInterrupt
 
 
-def _is_url(name: str | None) -> bool:
-    return name is not None and "://" in name and not name.startswith("file://")
-
-
 class RecordSink(Protocol):
     def append(self, record: dict[str, Any]) -> None: ...
 
@@ -1249,7 +1246,7 @@ def finish_document(
         return outcome, {"source": source, "source_path": key, "status": "failed", "error": st.error, "fingerprint": st.fingerprint}
     pages = tuple(st.pages[i] for i in sorted(st.pages))
     document = Document(source=source, pages=pages, model=options.model,
-                        metadata=document_metadata(st.file.path, options, source_path=st.source if _is_url(st.source) else None))
+                        metadata=document_metadata(st.file.path, options, source_path=st.source if st.source is not None and is_url(st.source) else None))
     page_errors = [p.error for p in pages if p.error]
     status = "done" if not page_errors else ("failed" if len(page_errors) == len(pages) else "partial")
     outcome = DocumentOutcome(source, status, pages=len(pages) - len(page_errors), page_errors=page_errors,

@@ -123,6 +123,7 @@ def ocr_command(
     if skip_text and redo_ocr:
         raise fail("--skip-text and --redo-ocr exclude each other", EXIT_USAGE)
     text_mode = "skip-text" if skip_text else "redo-ocr" if redo_ocr else "force"
+    inputs, output = _local_paths(inputs, output)
     urls = _urls(inputs, output)
     if urls and ray is None:
         raise fail(f"{urls[0]}: a URL as input or output needs --ray (e.g. --ray local)")
@@ -262,6 +263,16 @@ def _run_on_ray(inputs: List[str], options, factory, ray: str, workers: int) -> 
 
         raise fail(one_line(Scrubber.for_run([*inputs, str(options.out_dir)], {})(f"{type(e).__name__}: {e}")))
     return summary.exit_code
+
+
+def _local_paths(inputs: List[str], output: Optional[str]) -> tuple[List[str], Optional[str]]:
+    """``file://`` URLs among the inputs and the output, as the local paths they name."""
+    from varco_ocr.storage import local_path_of
+
+    try:
+        return [local_path_of(p) for p in inputs], None if output is None else local_path_of(output)
+    except ValueError as e:
+        raise fail(str(e), EXIT_USAGE)
 
 
 def _urls(inputs, output) -> List[str]:

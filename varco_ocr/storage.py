@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Collection, Iterator, Sequence
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from varco_ocr.document import write_atomic
 from varco_ocr.errors import VarcoOCRError
@@ -167,6 +168,22 @@ def is_url(location: str | os.PathLike) -> bool:
     """Whether ``location`` names something through a protocol other than the local file system."""
     text = str(location)
     return "://" in text and not text.startswith("file://")
+
+
+def local_path_of(location: str | os.PathLike) -> str:
+    """A ``file://`` URL as the local path it names (percent-escapes decoded); anything else as given.
+    File managers and browsers copy local files as such URLs; taken as a path, ``file:///a/b.png`` would
+    become the relative ``file:/a/b.png`` and be reported missing. A URL naming another host is refused
+    (ValueError): this program does not reach other machines' files."""
+    text = str(location)
+    if not text.startswith("file://"):
+        return text
+    parts = urlsplit(text)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{text}: a file:// URL on another host ({parts.netloc}); give a local path or mount it")
+    if parts.query or parts.fragment:  # '?' and '#' in a local file's name are escaped in its URL
+        raise ValueError(f"{text}: a file:// URL with a query or fragment names no file (write '?' as %3F, '#' as %23)")
+    return url2pathname(parts.path)
 
 
 def url_to_fs(location: str, storage_options: dict[str, Any] | None = None):
