@@ -203,7 +203,25 @@ def test_worst_images_follow_the_first_headline_figure_present():
     det = score_dataset("funsd", SAMPLES, PREDICTIONS, ("det",))
     assert [r["image"] for r in det.worst_images(2)] == ["img_3", "img_1"]
     assert [r["image"] for r in det.worst_images(0)] == []
+    # DetEval before the text figures: img_1 (DetEval 1.0, 1-NED 1.0) before img_2 (DetEval 1.0, 1-NED 0.8)
+    deteval = score_dataset("icdar2013", SAMPLES, PREDICTIONS, ("deteval", "text"))
+    assert [r["image"] for r in deteval.worst_images(2)] == ["img_3", "img_1"]
     assert EvalReport("funsd", 0, {}, [], None).worst_images(3) == []
+    one = score_dataset("funsd", SAMPLES[1:2], PREDICTIONS, ("e2e",))
+    assert one.worst_images(5) == [{"image": "img_2", "e2e hmean": 0.0}]
+    assert _rendered(one, per_image=1).endswith(
+        "  1 worst images\n┏━━━━━━━┳━━━━━━━━━━━┓\n┃ image ┃ e2e hmean ┃\n┡━━━━━━━╇━━━━━━━━━━━┩\n"
+        "│ img_2 │    0.0000 │\n└───────┴───────────┘\n"
+    )
+
+
+def test_the_table_11_note_is_plain_yellow_without_highlighted_numbers():
+    # rich would otherwise colour the numbers inside the sentence (its repr highlighter)
+    report = score_dataset("icdar2015", SAMPLES, PREDICTIONS, ("cleval",))
+    buf = io.StringIO()
+    render_report(report, Console(file=buf, width=300, color_system="standard", force_terminal=True))
+    [line] = [line for line in buf.getvalue().splitlines() if "Table 11 figures" in line]
+    assert line == f"\x1b[33m{report.table11_not_shown}\x1b[0m"
 
 
 def test_word_spotting_is_passed_to_the_end_to_end_protocol():
