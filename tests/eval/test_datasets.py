@@ -283,9 +283,9 @@ def _png(size=(100, 200)) -> bytes:
     return buf.getvalue()
 
 
-def test_cord_parquet_keys_limit_fields_and_messages(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+def test_cord_parquet_keys_limit_fields_and_messages(tmp_path, require_module):
+    pa = require_module("pyarrow")
+    pq = require_module("pyarrow.parquet")
     ann = cord_annotation()
     path = tmp_path / "test-00000-of-00001.parquet"
 
