@@ -13,7 +13,8 @@ export VARCO_SHARED="${VARCO_SHARED:-$(cd .. && pwd)/shared}"
 modules=("$@")
 if [ ${#modules[@]} -eq 0 ]; then
     modules=(parsing layout generation eval.cleval eval.rrc_e2e eval.deteval eval.rrc_detection preprocessing
-             bands eval.text_metrics eval.geometry eval.regions eval.predictions eval.datasets document)
+             bands eval.text_metrics eval.geometry eval.regions eval.predictions eval.datasets eval.scores
+             eval.report document)
 fi
 for m in "${modules[@]}"; do
     echo "== varco_ocr.$m"

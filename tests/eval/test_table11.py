@@ -53,3 +53,33 @@ def test_500_images_that_are_not_the_test_set_do_not_count():
     cells, why = table11_cells("icdar2015", OFFICIAL[::-1])  # order does not matter
     assert cells and why is None
     assert table11_cells("funsd", ["a"]) == ({}, None)  # no verified cells: nothing to explain
+
+
+def test_the_full_test_set_with_an_image_scored_twice_is_not_comparable():
+    cells, why = table11_cells("icdar2015", OFFICIAL + ["img_7"])
+    assert cells == {}
+    assert why == (
+        "Table 11 figures are for the full icdar2015 test set (500 images); not shown beside this run"
+        " (501 images scored, some more than once)"
+    )
+
+
+def test_the_table_beside_a_full_run_exactly():
+    # 499 of the 500 images read exactly, one without a prediction: CLEval recall 499/500, H-mean 0.998999 -> 99.9
+    samples = _samples(OFFICIAL)
+    preds = {s.key: Prediction(s.regions, s.text) for s in samples[:-1]}
+    buf = io.StringIO()
+    render_report(score_dataset("icdar2015", samples, preds, ("cleval",)), Console(file=buf, width=120, color_system=None))
+    lines = [line.rstrip() for line in buf.getvalue().splitlines()]
+    assert lines[lines.index("CLEval end-to-end H-mean x 100: 99.9"):] == [
+        "CLEval end-to-end H-mean x 100: 99.9",
+        " VARCO-VISION-2.0 report, Table 11",
+        "(CLEval E2E H-mean x 100), verified",
+        "             cells only",
+        "┏━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━┓",
+        "┃ engine               ┃ icdar2015 ┃",
+        "┡━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━┩",
+        "│ this run             │      99.9 │",
+        "│ PaddleOCR (PP-OCRv4) │      73.7 │",
+        "└──────────────────────┴───────────┘",
+    ]
