@@ -439,3 +439,9 @@ def test_absent_or_null_word_lists_are_entities_without_words():
     ann["valid_line"][1]["words"] = None
     assert parse_cord_annotation(ann)[1] == "2 Coke"
     assert parse_funsd_annotation({"form": [{"words": None}, {"label": "header"}]}) == ([], "")
+
+
+def test_a_one_pixel_image_size_is_a_size():
+    ann = cord_annotation()
+    ann["meta"] = {"image_size": {"width": 1, "height": "1"}}
+    assert parse_cord_annotation(ann)[2:] == (1, 1)
