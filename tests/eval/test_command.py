@@ -80,6 +80,24 @@ def test_bad_inputs_are_one_line_errors(tiny_icdar, tmp_path):
     assert_one_line_error(run("icdar2015", "--data", data, "-p", bad), 1, "bad.jsonl:1: invalid JSON")
 
 
+def test_a_cord_or_funsd_annotation_of_the_wrong_shape_is_one_line(tiny_icdar, tmp_path):
+    """The eval command names the file and the place in it (before: a ValueError traceback, exit 1)."""
+    _, sub = tiny_icdar
+    cord = tmp_path / "cord"
+    for folder in ("json", "image"):
+        (cord / folder).mkdir(parents=True)
+    Image.new("RGB", (60, 40)).save(cord / "image" / "r1.png")
+    (cord / "json" / "r1.json").write_text(json.dumps({"valid_line": [], "meta": {"image_size": {"width": "abc"}}}))
+    assert_one_line_error(run("cord", "--data", cord, "-p", sub), 1,
+                          "r1.json: meta.image_size.width: expected a whole number of pixels, got 'abc'")
+    funsd = tmp_path / "funsd"
+    for folder in ("annotations", "images"):
+        (funsd / folder).mkdir(parents=True)
+    Image.new("RGB", (60, 40)).save(funsd / "images" / "f1.png")
+    (funsd / "annotations" / "f1.json").write_text(json.dumps({"form": ["x"]}))
+    assert_one_line_error(run("funsd", "--data", funsd, "-p", sub), 1, "f1.json: form[0]: expected an object, got str")
+
+
 def test_shared_ground_truth_scores_100(tmp_path, icdar2015_sample):
     from varco_ocr.eval.datasets import load_icdar2015
     from varco_ocr.eval.predictions import write_rrc_zip

@@ -391,3 +391,57 @@ def test_open_sample_image_from_bytes_or_path_as_rgb(tmp_path):
     assert _raises(open_sample_image, Sample("row_7", None, (), image_bytes=b"junk")).startswith(
         "row_7: cannot read image: cannot identify"
     )
+
+
+def _cord_with(**changes):
+    ann = cord_annotation()
+    for dotted, value in changes.items():
+        target, *keys, last = [ann, *dotted.split("__")]
+        for k in keys:
+            target = target[int(k)] if isinstance(target, list) else target[k]
+        target[int(last) if isinstance(target, list) else last] = value
+    return ann
+
+
+@pytest.mark.parametrize("ann, message", [
+    ({"valid_line": 5}, "valid_line: expected a list, got int"),
+    ({"valid_line": None}, "valid_line: expected a list, got NoneType"),
+    ({"valid_line": ["x"]}, "valid_line[0]: expected an object, got str"),
+    (_cord_with(valid_line__1__words={"quad": {}}), "valid_line[1].words: expected a list, got dict"),
+    (_cord_with(meta="x"), "meta: expected an object, got str"),
+    (_cord_with(meta__image_size=[640, 480]), "meta.image_size: expected an object, got list"),
+    (_cord_with(meta__image_size={"width": "abc"}), "meta.image_size.width: expected a whole number of pixels, got 'abc'"),
+    (_cord_with(meta__image_size={"height": 12.5}), "meta.image_size.height: expected a whole number of pixels, got 12.5"),
+    (_cord_with(meta__image_size={"width": 0}), "meta.image_size.width: expected a whole number of pixels, got 0"),
+    (_cord_with(meta__image_size={"width": True}), "meta.image_size.width: expected a whole number of pixels, got True"),
+    (_cord_with(valid_line__0__words__1__quad__x3="nan"), "valid_line[0].words[1]: missing or bad coordinate 'nan' is not finite"),
+    (_cord_with(valid_line__0__words__0__quad__y2=float("inf")), "valid_line[0].words[0]: missing or bad coordinate inf is not finite"),
+])
+def test_a_cord_annotation_of_the_wrong_shape_is_a_one_line_data_error(ann, message):
+    """Hand-edited or truncated annotations: each wrong shape is named by its place in the file
+    (before, most of these raised AttributeError/ValueError/TypeError from inside the reader)."""
+    assert _raises(parse_cord_annotation, ann, "r.json") == f"r.json: {message}"
+
+
+@pytest.mark.parametrize("form, message", [
+    (["x"], "form[0]: expected an object, got str"),
+    ([{"words": 3}], "form[0].words: expected a list, got int"),
+    ([{"words": [{"box": "1234", "text": "a"}]}], "form[0].words[0]: missing or bad box/text (box '1234' is not a list)"),
+    ([{"words": [{"box": [1, 2, "inf", 4], "text": "a"}]}], "form[0].words[0]: missing or bad box/text (coordinate 'inf' is not finite)"),
+    ([{"words": [{"box": [1, 2, True, 4], "text": "a"}]}], "form[0].words[0]: missing or bad box/text (a boolean is not a coordinate)"),
+])
+def test_a_funsd_annotation_of_the_wrong_shape_is_a_one_line_data_error(form, message):
+    assert _raises(parse_funsd_annotation, {"form": form}, "f.json") == f"f.json: {message}"
+
+
+def test_absent_or_null_word_lists_are_entities_without_words():
+    ann = cord_annotation()
+    ann["valid_line"][1]["words"] = None
+    assert parse_cord_annotation(ann)[1] == "2 Coke"
+    assert parse_funsd_annotation({"form": [{"words": None}, {"label": "header"}]}) == ([], "")
+
+
+def test_a_one_pixel_image_size_is_a_size():
+    ann = cord_annotation()
+    ann["meta"] = {"image_size": {"width": 1, "height": "1"}}
+    assert parse_cord_annotation(ann)[2:] == (1, 1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -126,18 +127,59 @@ def load_icdar2013(data_dir: str | Path, max_images: int | None = None) -> list[
 # --- CORD v2 -------------------------------------------------------------------------------------
 
 
+def _items(value: Any, path: str | Path, where: str, default: list[Any] | None = None) -> list[Any]:
+    """``value`` when it is a list (``default`` when it is absent), else a one-line data error: a
+    hand-edited annotation with an object or a number where a list belongs is named, not a traceback."""
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, list):
+        raise EvalDataError(path, f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _fields(value: Any, path: str | Path, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EvalDataError(path, f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _coordinate(value: Any) -> float:
+    """A coordinate as the annotations write it (a number, or a number in a string); NaN and
+    infinities are refused: they would pass every comparison of the matching rules silently."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a coordinate")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"coordinate {value!r} is not finite")
+    return number
+
+
+def _pixel_count(value: Any, path: str | Path, where: str) -> int:
+    """An image size field: a whole number of pixels (an int, or digits in a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise EvalDataError(path, f"{where}: expected a whole number of pixels, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise EvalDataError(path, f"{where}: expected a whole number of pixels, got {value!r}") from None
+    if number < 1:
+        raise EvalDataError(path, f"{where}: expected a whole number of pixels, got {value!r}")
+    return number
+
+
 def parse_cord_annotation(annotation: dict[str, Any], path: str | Path = "<cord>") -> tuple[list[TextRegion], str, int | None, int | None]:
     """Words of ``valid_line[]`` with their quads; the text is the lines in annotation order."""
     if not isinstance(annotation, dict) or "valid_line" not in annotation:
         raise EvalDataError(path, "not a CORD annotation (no valid_line)")
     regions: list[TextRegion] = []
     lines: list[str] = []
-    for li, line in enumerate(annotation["valid_line"]):
+    for li, line in enumerate(_items(annotation["valid_line"], path, "valid_line")):
+        line = _fields(line, path, f"valid_line[{li}]")
         words = []
-        for wi, word in enumerate(line.get("words", [])):
+        for wi, word in enumerate(_items(line.get("words"), path, f"valid_line[{li}].words", default=[])):
             try:
                 q = word["quad"]
-                points = tuple((float(q[f"x{k}"]), float(q[f"y{k}"])) for k in range(1, 5))
+                points = tuple((_coordinate(q[f"x{k}"]), _coordinate(q[f"y{k}"])) for k in range(1, 5))
                 text = str(word["text"])
             except (KeyError, TypeError, ValueError) as e:
                 raise EvalDataError(path, f"valid_line[{li}].words[{wi}]: missing or bad {e}") from None
@@ -145,9 +187,10 @@ def parse_cord_annotation(annotation: dict[str, Any], path: str | Path = "<cord>
             words.append(text)
         if words:
             lines.append(" ".join(words))
-    size = (annotation.get("meta") or {}).get("image_size") or {}
-    width = int(size["width"]) if "width" in size else None
-    height = int(size["height"]) if "height" in size else None
+    meta = _fields(annotation.get("meta") or {}, path, "meta")
+    size = _fields(meta.get("image_size") or {}, path, "meta.image_size")
+    width = _pixel_count(size["width"], path, "meta.image_size.width") if "width" in size else None
+    height = _pixel_count(size["height"], path, "meta.image_size.height") if "height" in size else None
     return regions, "\n".join(lines), width, height
 
 
@@ -212,10 +255,14 @@ def parse_funsd_annotation(annotation: dict[str, Any], path: str | Path = "<funs
     regions: list[TextRegion] = []
     entity_texts = []
     for ei, entity in enumerate(annotation["form"]):
+        entity = _fields(entity, path, f"form[{ei}]")
         words = []
-        for wi, word in enumerate(entity.get("words", [])):
+        for wi, word in enumerate(_items(entity.get("words"), path, f"form[{ei}].words", default=[])):
             try:
-                x1, y1, x2, y2 = (float(v) for v in word["box"])
+                box = word["box"]
+                if not isinstance(box, list):  # a string of four digits would otherwise read as a box
+                    raise TypeError(f"box {box!r} is not a list")
+                x1, y1, x2, y2 = (_coordinate(v) for v in box)
                 text = str(word["text"]).strip()
             except (KeyError, TypeError, ValueError) as e:
                 raise EvalDataError(path, f"form[{ei}].words[{wi}]: missing or bad box/text ({e})") from None
