@@ -453,3 +453,45 @@ def test_read_predictions_messages_and_an_ltrb_folder(tmp_path):
     (folder / "res_img_1.txt").write_text("1,2,30,40,Word\n")
     assert [(r.ltrb, r.text) for r in read_predictions(folder, "ltrb")["img_1"].regions] == [((1, 2, 30, 40), "Word")]
     assert [(r.ltrb, r.text) for r in read_predictions(_zip(tmp_path / "s.zip", {"res_img_1.txt": "1,2,30,40,Word\n"}), "ltrb")["img_1"].regions] == [((1, 2, 30, 40), "Word")]
+
+
+def test_the_compression_ratio_limit_is_inclusive_and_a_zero_compressed_size_is_refused(tmp_path):
+    """With the real limits: a member over the 64 KiB floor deflated exactly 100:1 is read; a header that
+    claims 0 compressed bytes (a crafted zip) is refused by its ratio, without a division by zero."""
+    import zlib
+
+    varied = "".join(f"{i},{2 * i},{i + 7},{i},{i + 7},{i + 9},{i},{i + 9},w{i * 7919 % 1000}\n" for i in range(45))
+
+    def deflated_size(data):  # what zipfile's ZIP_DEFLATED writes (raw deflate, default level)
+        c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        return len(c.compress(data) + c.flush())
+
+    # blank lines (skipped by the readers) raise the ratio a byte at a time until it is exactly 100
+    for n in range(60_000, 90_000):
+        data = (varied + "\n" * n).encode()
+        if len(data) == 100 * deflated_size(data):
+            break
+    exact = _zip(tmp_path / "exact.zip", {"res_a.txt": data})
+    info = zipfile.ZipFile(exact).getinfo("res_a.txt")
+    assert info.file_size > predictions.RATIO_FLOOR_BYTES and info.file_size == 100 * info.compress_size
+    assert len(read_predictions(exact)["a"].regions) == 45
+
+    lying = _zip(tmp_path / "lying.zip", {"res_a.txt": "\n" * 70_000}, zipfile.ZIP_STORED)
+    raw = bytearray(lying.read_bytes())
+    central = raw.rfind(b"PK\x01\x02")
+    raw[central + 20: central + 24] = (0).to_bytes(4, "little")  # the central directory's compressed size
+    lying.write_bytes(bytes(raw))
+    assert _error(lying) == f"{lying}!res_a.txt: compression ratio 70,000:1, which no prediction file has (limit 100:1)"
+
+
+def test_members_zipfile_cannot_open_are_refused_by_name(tmp_path):
+    # Flag bits 5 (compressed patched data) and 6 (strong encryption) in the central directory make
+    # zipfile raise NotImplementedError when the member is opened, after the encryption (bit 0) and
+    # compression-method checks have passed.
+    for bit, reason in ((0x20, "compressed patched data (flag bit 5)"), (0x40, "strong encryption (flag bit 6)")):
+        path = _zip(tmp_path / f"flag{bit}.zip", {"res_a.txt": "0,0,1,0,1,1,0,1,abc\n"}, zipfile.ZIP_STORED)
+        data = bytearray(path.read_bytes())
+        central = data.rfind(b"PK\x01\x02")
+        data[central + 8: central + 10] = bit.to_bytes(2, "little")  # general purpose flags
+        path.write_bytes(bytes(data))
+        assert _error(path) == f"{path}!res_a.txt: cannot read member ({reason})"
