@@ -348,3 +348,150 @@ def test_rrc_zip_defaults_messages_and_a_normal_member_over_the_ratio_floor(tmp_
     varied = "".join(f"{i},{2 * i},{i + 7},{i},{i + 7},{i + 9},{i},{i + 9},w{i * 7919 % 1000}\n" for i in range(100))
     normal = _zip(tmp_path / "normal.zip", {"res_img_1.txt": varied})
     assert len(read_predictions(normal)["img_1"].regions) == 100  # over the floor, a text file's ratio: read
+
+
+# -- RRC line rules exactly (mutation testing of _coordinates, parse_rrc_line, _decoded_lines, _parse_lines,
+#    quote_transcription, rrc_lines and read_predictions; benchmarks/RESULTS.md "Second run") ---------------
+#
+# test_untrusted_predictions.py checks some of these through the CLI in a subprocess; mutmut runs only
+# in-process tests, and these also pin the boundaries and the exact messages.
+
+QUAD = "10,10,60,10,60,30,10,30"
+
+
+def _parse_error(content, box_format="quad"):
+    with pytest.raises(EvalDataError) as info:
+        parse_rrc_result(content, "r.txt", box_format)
+    return str(info.value)
+
+
+def test_coordinates_up_to_a_million_either_sign_and_the_first_one_out_of_range_is_named():
+    edge = parse_rrc_result("-1000000,1000000,1000000,-1000000,0,0,0,0,w\n")[0]
+    assert edge.points[:2] == ((-1_000_000.0, 1_000_000.0), (1_000_000.0, -1_000_000.0))
+    assert parse_rrc_result("-1000000,-1000000,1000000,1000000,w\n", box_format="ltrb")[0].ltrb == (-1e6, -1e6, 1e6, 1e6)
+    limit = "out of range (|value| <= 1,000,000)"
+    # Only one side over the limit (positive, then negative), after valid coordinates at the limit
+    # (8 characters with the sign, the length screen's own limit): the first one out of range is named.
+    assert _parse_error(f"{QUAD},ok\n-1000000,1000000,1000001,0,0,0,0,0,w\n") == f"r.txt:2: coordinate 1000001 {limit}"
+    assert _parse_error("1000000,-1000000,0,0,0,0,0,-1000001,w\n") == f"r.txt:1: coordinate -1000001 {limit}"
+    assert _parse_error("\n\n5,5,1000001,9,w\n", "ltrb") == f"r.txt:3: coordinate 1000001 {limit}"
+    # Longer than any valid coordinate: refused on its length before int() (a 400-digit number would
+    # become inf in float and crash the geometry), also when shorter valid ones come first.
+    assert _parse_error(f"10,10,{'9' * 400},10,60,30,10,30,w\n") == f"r.txt:1: coordinate 999999999999... {limit}"
+    # The message shows 12 characters, and "..." only when the number is longer.
+    assert _parse_error("10,10,123456789012,10,60,30,10,30,w\n") == f"r.txt:1: coordinate 123456789012 {limit}"
+    assert _parse_error("10,10,-123456789012,10,60,30,10,30,w\n") == f"r.txt:1: coordinate -12345678901... {limit}"  # 13
+
+
+def test_parse_rrc_line_defaults_boundaries_and_messages():
+    with pytest.raises(EvalDataError) as info:
+        predictions.parse_rrc_line("377,117,463,117,465,130,378,Word", "quad")
+    assert str(info.value) == "<res>:1: expected x1,y1,x2,y2,x3,y3,x4,y4,transcription with 8 integer coordinates"
+    assert _parse_error(f"{QUAD},a\n10,20,30,word\n", "ltrb") == (
+        "r.txt:2: expected xmin,ymin,xmax,ymax,transcription with 4 integer coordinates")
+    # The official ICDAR2013 rule refuses xmax < xmin and ymax < ymin only: a zero-width or zero-height
+    # box is a valid (if useless) detection, not an error.
+    flat = parse_rrc_result("10,20,10,40,a\n10,20,30,20,b\n", box_format="ltrb")
+    assert [r.ltrb for r in flat] == [(10, 20, 10, 40), (10, 20, 30, 20)]
+    assert _parse_error("10,20,9,40,a\n", "ltrb") == "r.txt:1: LTRB box with right < left or bottom < top"
+    assert _parse_error("\n10,20,30,19,a\n", "ltrb") == "r.txt:2: LTRB box with right < left or bottom < top"
+    with pytest.raises(ValueError) as info:
+        predictions.parse_rrc_line(QUAD, "poly")
+    assert str(info.value) == "unknown box format 'poly' (choose from quad, ltrb)"
+
+
+def test_a_byte_order_mark_is_skipped_at_the_start_of_a_file_only_and_crlf_ends_are_removed(tmp_path):
+    # Windows tools write a BOM and CRLF line ends; the official scripts drop the first and every "\r".
+    content = f"\ufeff{QUAD},HELLO\r\n{QUAD},WORLD\r\n{QUAD},HEL\rLO\r\n"
+    assert [r.text for r in parse_rrc_result(content)] == ["HELLO", "WORLD", "HELLO"]
+    (tmp_path / "res_img_1.txt").write_bytes(content.encode("utf-8"))
+    assert [r.text for r in read_predictions(tmp_path)["img_1"].regions] == ["HELLO", "WORLD", "HELLO"]
+    sub = _zip(tmp_path / "sub.zip", {"res_img_1.txt": content.encode("utf-8")})
+    assert read_predictions(sub)["img_1"].text == "HELLO WORLD HELLO"
+    # A BOM anywhere else is a character in the line, which is then no box (as for the official rule).
+    assert _parse_error(f"{QUAD},a\n\ufeff{QUAD},b\n").startswith("r.txt:2: expected x1,y1")
+
+
+def test_more_regions_than_the_cleval_int16_index_are_refused_at_the_first_extra_line():
+    line = "0,0,1,0,1,1,0,1\n"
+    assert len(parse_rrc_result("\n" + line * 32767)) == 32767
+    assert _parse_error("\n" + line * 32768) == "r.txt:32769: more than 32,767 regions for one image"
+
+
+@pytest.mark.parametrize("text, written", [
+    ('"Yes"', '"\\"Yes\\""'),
+    ('"a\\"', '"\\"a\\\\\\""'),  # a quoted text ending in a backslash
+    ('"C:\\\\dir\\"', '"\\"C:\\\\\\\\dir\\\\\\""'),
+    ('"say \\"hi\\""', '"\\"say \\\\\\"hi\\\\\\"\\""'),
+    ('a"b', 'a"b'),  # not quoted as a whole: the RRC readers take it as it is
+    ("a\\b", "a\\b"),
+])
+def test_transcriptions_that_look_quoted_are_escaped_and_read_back_unchanged(text, written):
+    assert predictions.quote_transcription(text) == written
+    region = TextRegion.from_ltrb(1, 2, 3, 4, text)
+    assert rrc_lines([region]) == f"1,2,3,2,3,4,1,4,{written}\n"
+    assert parse_rrc_result(rrc_lines([region]))[0].text == text
+
+
+def test_rrc_lines_of_no_region_is_an_empty_file_and_only_quads_are_written_as_quads():
+    assert rrc_lines([]) == "" and rrc_lines([], ltrb=True) == ""
+    triangle = TextRegion(((0, 0), (4, 0), (0, 4)), "t")
+    with pytest.raises(ValueError) as info:
+        rrc_lines([triangle])
+    assert str(info.value) == "RRC quads need exactly 4 points"
+    assert rrc_lines([triangle], ltrb=True) == "0,0,4,4,t\n"
+
+
+def test_read_predictions_messages_and_an_ltrb_folder(tmp_path):
+    assert _error(tmp_path / "missing") == f"{tmp_path / 'missing'}: predictions not found"
+    (tmp_path / "preds.txt").write_text(f"{QUAD},a\n")
+    assert _error(tmp_path / "preds.txt") == (f"{tmp_path / 'preds.txt'}: predictions must be a .json/.jsonl document "
+                                             "file, a folder, or a .zip of res_*.txt")
+    # ICDAR2013 submissions (xmin,ymin,xmax,ymax) in a folder are read in the format asked for
+    folder = tmp_path / "res"
+    folder.mkdir()
+    (folder / "res_img_1.txt").write_text("1,2,30,40,Word\n")
+    assert [(r.ltrb, r.text) for r in read_predictions(folder, "ltrb")["img_1"].regions] == [((1, 2, 30, 40), "Word")]
+    assert [(r.ltrb, r.text) for r in read_predictions(_zip(tmp_path / "s.zip", {"res_img_1.txt": "1,2,30,40,Word\n"}), "ltrb")["img_1"].regions] == [((1, 2, 30, 40), "Word")]
+
+
+def test_the_compression_ratio_limit_is_inclusive_and_a_zero_compressed_size_is_refused(tmp_path):
+    """With the real limits: a member over the 64 KiB floor deflated exactly 100:1 is read; a header that
+    claims 0 compressed bytes (a crafted zip) is refused by its ratio, without a division by zero."""
+    import zlib
+
+    varied = "".join(f"{i},{2 * i},{i + 7},{i},{i + 7},{i + 9},{i},{i + 9},w{i * 7919 % 1000}\n" for i in range(45))
+
+    def deflated_size(data):  # what zipfile's ZIP_DEFLATED writes (raw deflate, default level)
+        c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        return len(c.compress(data) + c.flush())
+
+    # blank lines (skipped by the readers) raise the ratio a byte at a time until it is exactly 100
+    for n in range(60_000, 90_000):
+        data = (varied + "\n" * n).encode()
+        if len(data) == 100 * deflated_size(data):
+            break
+    exact = _zip(tmp_path / "exact.zip", {"res_a.txt": data})
+    info = zipfile.ZipFile(exact).getinfo("res_a.txt")
+    assert info.file_size > predictions.RATIO_FLOOR_BYTES and info.file_size == 100 * info.compress_size
+    assert len(read_predictions(exact)["a"].regions) == 45
+
+    lying = _zip(tmp_path / "lying.zip", {"res_a.txt": "\n" * 70_000}, zipfile.ZIP_STORED)
+    raw = bytearray(lying.read_bytes())
+    central = raw.rfind(b"PK\x01\x02")
+    raw[central + 20: central + 24] = (0).to_bytes(4, "little")  # the central directory's compressed size
+    lying.write_bytes(bytes(raw))
+    assert _error(lying) == f"{lying}!res_a.txt: compression ratio 70,000:1, which no prediction file has (limit 100:1)"
+
+
+def test_members_zipfile_cannot_open_are_refused_by_name(tmp_path):
+    # Flag bits 5 (compressed patched data) and 6 (strong encryption) in the central directory make
+    # zipfile raise NotImplementedError when the member is opened, after the encryption (bit 0) and
+    # compression-method checks have passed.
+    for bit, reason in ((0x20, "compressed patched data (flag bit 5)"), (0x40, "strong encryption (flag bit 6)")):
+        path = _zip(tmp_path / f"flag{bit}.zip", {"res_a.txt": "0,0,1,0,1,1,0,1,abc\n"}, zipfile.ZIP_STORED)
+        data = bytearray(path.read_bytes())
+        central = data.rfind(b"PK\x01\x02")
+        data[central + 8: central + 10] = bit.to_bytes(2, "little")  # general purpose flags
+        path.write_bytes(bytes(data))
+        assert _error(path) == f"{path}!res_a.txt: cannot read member ({reason})"
