@@ -237,3 +237,21 @@ def test_an_image_without_pixels_is_refused_in_one_line_not_divided_by_zero():
     for size in [(0, 0), (0, 50), (50, 0)]:
         with pytest.raises(InputError, match=rf"^an image of {size[0]}x{size[1]} pixels has nothing to read$"):
             prepare_for_model(Image.new("RGB", size))
+
+
+def test_only_an_image_that_is_exactly_its_files_pixels_names_that_file(tmp_path):
+    """load_image marks the image it returns unchanged from a file with that file's name, size and
+    mtime_ns (the server then sends the file's own bytes, if it has not changed since); a converted
+    image, one decoded from bytes, and one a caller opened never carry the mark."""
+    from varco_ocr.preprocessing import DECODED_FILE
+
+    rgb = tmp_path / "rgb.png"
+    Image.new("RGB", (8, 4), (10, 20, 30)).save(rgb)
+    stat = rgb.stat()
+    assert load_image(rgb).info[DECODED_FILE] == (str(rgb), stat.st_size, stat.st_mtime_ns)
+    grey = tmp_path / "grey.png"
+    Image.new("L", (8, 4), 90).save(grey)
+    assert DECODED_FILE not in load_image(grey).info  # converted to RGB: not the file's pixels
+    assert DECODED_FILE not in load_image(rgb.read_bytes()).info
+    with Image.open(rgb) as opened:
+        assert DECODED_FILE not in load_image(opened).info
