@@ -197,6 +197,64 @@ def test_a_killed_model_actor_loses_and_duplicates_no_document(tmp_path, factory
         assert [w.text for w in page.words] == words
 
 
+class _CrashesOnWidePages:
+    """A backend that kills its own process, as a decoder or kernel crash would, whenever it is given
+    a page wider than ``width`` pixels; other pages go to the taught engine. Defined at module level
+    and pickled by value (below): Ray's workers need not import this test module."""
+
+    def __init__(self, engine_factory, width: int, attempts_dir: str) -> None:
+        self.engine, self.width, self.attempts_dir = engine_factory(), width, attempts_dir
+
+    def ocr_batch(self, images, batch_size=1, indices=None):
+        if any(im.width > self.width for im in images):
+            Path(self.attempts_dir, f"{os.getpid()}-{time.monotonic_ns()}").touch()
+            os._exit(1)
+        return self.engine.ocr_batch(images, batch_size=batch_size, indices=indices)
+
+
+def test_a_page_that_kills_its_model_actor_every_time_ends_the_run_instead_of_hanging(tmp_path, factory, taught):
+    """Ray Data retries a batch whose actor died for ever by default; here the batch is tried
+    1 + RETRIES times, then the run stops, every unfinished document is recorded failed (the next run
+    tries them again) and nothing half-written is left. Run in a thread: a hang fails the test."""
+    from ray import cloudpickle  # Ray's own copy: the one that pickles its tasks' arguments
+
+    from varco_ocr.ray_pipeline import RETRIES
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    scans, out, attempts = tmp_path / "scans", tmp_path / "out", tmp_path / "attempts"
+    scans.mkdir()
+    attempts.mkdir()
+    shutil.copy(SAMPLES / "receipt.png", scans / "a-receipt.png")
+    receipt_width = Image.open(SAMPLES / "receipt.png").width
+    Image.new("RGB", (receipt_width + 8, 64), "white").save(scans / "b-poison.png")
+    crashing = functools.partial(_CrashesOnWidePages, factory, receipt_width, str(attempts))
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(run_ray(
+        [scans], crashing, _options(out, formats=("json",), batch_size=1, model=str(taught.path)),
+        RayOptions(workers=1))), daemon=True)
+    worker.start()
+    worker.join(300)
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert not worker.is_alive(), "the run hung on a page that kills its actor every time"
+    (summary,) = result
+    assert len(list(attempts.iterdir())) == 1 + RETRIES  # tried, then retried RETRIES times, then given up
+    outcomes = {Path(o.source).name: o for o in summary.outcomes}
+    poison = outcomes["b-poison.png"]
+    assert poison.status == "failed" and "the pipeline stopped (" in poison.error, poison.error  # with Ray's reason
+    assert "\n" not in poison.error
+    assert summary.exit_code == 1
+    # the receipt's rows may share a block with the poison page's: then it stops with it, named the same way
+    receipt = outcomes["a-receipt.png"]
+    assert receipt.status == "done" or "the pipeline stopped (" in receipt.error
+    statuses = {Path(r["source"]).name: r["status"] for r in _manifest(out)}
+    assert statuses["b-poison.png"] == "failed" and not (out / "b-poison.json").exists()
+    assert not list(out.rglob("*.tmp"))
+    second = run_ray([scans], factory, _options(out, formats=("json",), batch_size=1, model=str(taught.path)),
+                     RayOptions(workers=1))
+    again = {Path(o.source).name: o.status for o in second.outcomes}
+    assert again["b-poison.png"] == "done"  # retried by the next run (with a backend that does not crash)
+
+
 # ------------------------------------------------------------------------------------------------
 # Object storage: an S3 server (moto) on a free loopback port. fsspec's memory:// would not do: it
 # lives in one process, and Ray's workers are other processes.

@@ -433,6 +433,7 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
         while len(submitted) >= cap:
             collect(block=True)
 
+    stopped: str | None = None  # why the dataset stopped early, for every document it left unfinished
     try:
         for row in ds.iter_rows():
             doc, kind = int(row["doc"]), row["kind"]
@@ -475,16 +476,18 @@ def _run_dataset(work: list[tuple[int, Source]], todo: list[Source], plans: list
         if isinstance(cause, BackendUnavailable) or isinstance(e, BackendUnavailable):
             collect(True, everything=True)
             raise BackendUnavailable(str(cause or e)) from None
+        stopped = _short(e)
         for doc in list(states):
-            states[doc].error = scrub(f"{todo[doc].url}: not finished, the pipeline stopped ({_short(e)})")
+            states[doc].error = scrub(f"{todo[doc].url}: not finished, the pipeline stopped ({stopped})")
             finish(doc)
-    # documents the stream never finished (cannot happen unless rows were lost): failed, redone next run
+    # documents the stream never finished (without a stop: only if rows were lost): failed, redone next run
     for doc in [d for d in states if d not in finished]:
         states[doc].error = f"{todo[doc].url}: some pages never came back from the pipeline"
         finish(doc)
     for i, _ in work:
         if i not in finished:  # not a single row came back
-            state(i).error = f"{todo[i].url}: never came back from the pipeline"
+            why = f"not finished, the pipeline stopped ({stopped})" if stopped else "never came back from the pipeline"
+            state(i).error = scrub(f"{todo[i].url}: {why}")
             finish(i)
     collect(True, everything=True)
 
